@@ -1,0 +1,1 @@
+"""Engine: avatar preparation, audio features, motion, rig, renderer, offline pipeline."""

@@ -1,0 +1,279 @@
+"""Reference encoding of one portrait: ``prepare(image) -> Avatar``, cached on disk.
+
+Steps: read the image (any format OpenCV reads, EXIF orientation applied; RGBA keeps its alpha),
+find the largest face on a downscaled copy, crop a square around it (head and some shoulders),
+resize to ``size_px``, detect the landmarks again on the final image, and build the head region:
+
+* ring H (the head's outline: hair, ears, just under the chin) moves rigidly with the head;
+* ring O (outer outline) stays fixed, so everything outside it is the photo, pixel for pixel;
+  between H and O the motion fades out smoothly (upper neck, hair edges, a little background).
+
+The result is cached as ``<cache_dir>/<sha256 of image bytes>-<size>-v<N>.npz``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from . import landmarks as L
+from .exceptions import ConfigError, FaceNotFoundError, ImageError
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 3
+CACHE_ENV = "EMOTE_CACHE_DIR"
+MIN_FACE_PX = 48  # landmarker's face box below this (in the source image) is too small to animate
+
+
+@dataclass(frozen=True)
+class AvatarSettings:
+    """Settings of the reference encoding."""
+
+    size_px: int = 512                 # output frames are size_px x size_px
+    face_fraction: float = 0.42        # face height (forehead-chin) / crop side, when the photo allows
+    ring_segments: int = 28            # points on each head ring
+    landmarker_model: str | None = None
+    cache_dir: str | None = None       # None: $EMOTE_CACHE_DIR or ~/.cache/emote
+
+    def __post_init__(self) -> None:
+        if not 64 <= self.size_px <= 4096 or self.size_px % 2:
+            raise ConfigError(f"size_px must be even and within 64..4096, got {self.size_px}")
+        if not 0.15 <= self.face_fraction <= 0.9:
+            raise ConfigError(f"face_fraction must be within 0.15..0.9, got {self.face_fraction}")
+        if not 8 <= self.ring_segments <= 128:
+            raise ConfigError(f"ring_segments must be within 8..128, got {self.ring_segments}")
+
+
+@dataclass
+class Avatar:
+    """A prepared portrait. Coordinates are pixels of ``image``; z as in FaceLandmarks.
+
+    image: (S, S, 3) uint8 RGB; alpha: (S, S) uint8 or None (from an RGBA source)
+    points: (478, 3) float32 landmarks; ring_head, ring_outer: (R, 3) float32 (z = depth for rotation)
+    blendshapes: the photo's own ARKit scores; pose: (4, 4) float32
+    """
+
+    image: np.ndarray
+    alpha: np.ndarray | None
+    points: np.ndarray
+    ring_head: np.ndarray
+    ring_outer: np.ndarray
+    blendshapes: dict[str, float]
+    pose: np.ndarray
+    source_sha256: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def size_px(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def eye_centers(self) -> tuple[np.ndarray, np.ndarray]:
+        """(image-left eye, image-right eye) centres, (2,) float32 pixels."""
+        p = self.points[:, :2]
+        return (p[list(L.EYE_R_UPPER + L.EYE_R_LOWER)].mean(0), p[list(L.EYE_L_UPPER + L.EYE_L_LOWER)].mean(0))
+
+    @property
+    def iod_px(self) -> float:
+        """Inter-ocular distance (eye centre to eye centre), pixels: the rig's unit of length."""
+        a, b = self.eye_centers
+        return float(np.linalg.norm(b - a))
+
+    @property
+    def face_width_px(self) -> float:
+        p = self.points
+        return float(np.linalg.norm(p[L.EAR_L, :2] - p[L.EAR_R, :2]))
+
+    def head_mask(self) -> np.ndarray:
+        """(S, S) uint8, 255 inside ring O: the only pixels that ever change."""
+        m = np.zeros(self.image.shape[:2], np.uint8)
+        cv2.fillPoly(m, [np.round(self.ring_outer[:, :2]).astype(np.int32)], 255)
+        return m
+
+    def region_mask(self, region: str) -> np.ndarray:
+        """(S, S) uint8 mask of 'head', 'face', 'mouth', 'eyes'."""
+        if region == "head":
+            return self.head_mask()
+        polys = {"face": [L.FACE_OVAL],
+                 "mouth": [L.LIPS_OUTER_UPPER + L.LIPS_OUTER_LOWER[::-1]],
+                 "eyes": [L.EYE_R_UPPER + L.EYE_R_LOWER[::-1], L.EYE_L_UPPER + L.EYE_L_LOWER[::-1]]}
+        if region not in polys:
+            raise ValueError(f"unknown region {region!r}: head, face, mouth or eyes")
+        m = np.zeros(self.image.shape[:2], np.uint8)
+        for chain in polys[region]:
+            cv2.fillPoly(m, [np.round(self.points[list(chain), :2]).astype(np.int32)], 255)
+        return m
+
+
+# ---------------------------------------------------------------- reading
+
+def read_image(source: str | os.PathLike | np.ndarray) -> tuple[np.ndarray, np.ndarray | None, bytes]:
+    """Image file or array -> (RGB uint8, alpha uint8 or None, bytes to hash)."""
+    if isinstance(source, np.ndarray):
+        arr = np.ascontiguousarray(source)
+        if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
+            raise ImageError(f"image array must be uint8 (H, W[, 3|4]), got {arr.dtype} {arr.shape}")
+        raw = arr.tobytes() + str(arr.shape).encode()
+        bgr_like = arr if arr.ndim == 3 else np.repeat(arr[..., None], 3, 2)
+        rgb, alpha = bgr_like[..., :3], (bgr_like[..., 3] if bgr_like.shape[2] == 4 else None)
+        return np.ascontiguousarray(rgb), alpha, raw
+    path = Path(source)
+    if not path.exists():
+        raise ImageError(f"image {path} does not exist")
+    if path.is_dir():
+        raise ImageError(f"image {path} is a directory, not an image file")
+    raw = path.read_bytes()
+    if not raw:
+        raise ImageError(f"image {path} is empty (0 bytes)")
+    img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ImageError(f"cannot read {path} as an image: use a JPEG, PNG, WebP, BMP or TIFF file")
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    alpha = img[..., 3].copy() if img.shape[2] == 4 else None
+    rgb = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
+    return rgb, alpha, raw
+
+
+# ---------------------------------------------------------------- cropping
+
+def _crop_box(face: L.FaceLandmarks, shape: tuple[int, int], face_fraction: float) -> tuple[int, int, int]:
+    """Square (x0, y0, side) around the face, inside the image."""
+    h, w = shape
+    p = face.points
+    face_h = float(np.linalg.norm(p[L.CHIN, :2] - p[L.FOREHEAD, :2])) * 1.15
+    side = int(round(min(face_h / face_fraction, h, w)))
+    cx = float((p[L.EAR_L, 0] + p[L.EAR_R, 0]) / 2)
+    cy = float((p[L.CHIN, 1] + p[L.FOREHEAD, 1]) / 2) + 0.05 * face_h
+    x0 = int(round(np.clip(cx - side / 2, 0, w - side)))
+    y0 = int(round(np.clip(cy - side / 2, 0, h - side)))
+    return x0, y0, side
+
+
+def _detect_on_source(rgb: np.ndarray, lm: L.Landmarker, what: str) -> tuple[L.FaceLandmarks, list[str]]:
+    """Largest face on a copy no bigger than 1024 px, coordinates in the source's pixels."""
+    h, w = rgb.shape[:2]
+    scale = min(1.0, 1024.0 / max(h, w))
+    small = rgb if scale == 1.0 else cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    faces = lm.detect(small)
+    if not faces:
+        raise FaceNotFoundError(f"no face found in {what}: use a photo with one clearly visible, roughly frontal face")
+    notes = []
+    if len(faces) > 1:
+        notes.append(f"{len(faces)} faces found in {what}: using the largest")
+        log.warning(notes[-1])
+    f = faces[0]
+    pts = f.points.copy()
+    pts /= scale
+    face = L.FaceLandmarks(pts, f.blendshapes, f.pose)
+    if face.size_px < MIN_FACE_PX:
+        raise FaceNotFoundError(f"the face in {what} is too small ({face.size_px:.0f} px): use a photo "
+                                f"where the face is at least {MIN_FACE_PX} px tall, ideally 200 px or more")
+    return face, notes
+
+
+# ---------------------------------------------------------------- head rings
+
+def _ellipse(center: np.ndarray, axes: tuple[float, float], angle: float, n: int, bottom_stretch: float) -> np.ndarray:
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    x = axes[0] * np.cos(t)
+    y = axes[1] * np.sin(t)
+    y = np.where(y > 0, y * bottom_stretch, y)  # downwards (the neck) reaches further
+    c, s = np.cos(angle), np.sin(angle)
+    return np.stack([center[0] + c * x - s * y, center[1] + s * x + c * y], 1)
+
+
+def head_rings(points: np.ndarray, size_px: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ring H (moves with the head) and ring O (fixed), (n, 3) float32 each, inside the image."""
+    p = points
+    fw = float(np.linalg.norm(p[L.EAR_L, :2] - p[L.EAR_R, :2]))
+    top, chin = p[L.FOREHEAD, :2], p[L.CHIN, :2]
+    fh = float(np.linalg.norm(chin - top))
+    axis = p[L.EAR_L, :2] - p[L.EAR_R, :2]
+    roll = float(np.arctan2(axis[1], axis[0]))
+    up = np.array([np.sin(roll), -np.cos(roll)])  # towards the top of the head
+    center = (top + chin) / 2 + up * 0.08 * fh
+    ring_h = _ellipse(center, (0.70 * fw, 0.72 * fh), roll, n, bottom_stretch=0.85)
+    ring_o = _ellipse(center + up * 0.02 * fh, (1.06 * fw, 1.06 * fh), roll, n, bottom_stretch=0.98)
+    margin = 2.0
+    ring_h = np.clip(ring_h, margin + 2, size_px - 1 - margin - 2)
+    ring_o = np.clip(ring_o, 0, size_px - 1)
+    z_ear = float((p[L.EAR_L, 2] + p[L.EAR_R, 2]) / 2)
+    zh = np.full((n, 1), z_ear, np.float32)
+    return (np.hstack([ring_h, zh]).astype(np.float32), np.hstack([ring_o, zh]).astype(np.float32))
+
+
+# ---------------------------------------------------------------- prepare + cache
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "emote")
+
+
+def _cache_file(settings: AvatarSettings, sha: str) -> Path:
+    root = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
+    return root / f"{sha[:32]}-{settings.size_px}-{settings.face_fraction:.3f}-v{CACHE_VERSION}.npz"
+
+
+def _save(path: Path, av: Avatar) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, image=av.image, alpha=av.alpha if av.alpha is not None else np.zeros(0, np.uint8),
+                            points=av.points, ring_head=av.ring_head, ring_outer=av.ring_outer, pose=av.pose,
+                            meta=np.frombuffer(json.dumps({"blendshapes": av.blendshapes, "sha": av.source_sha256,
+                                                           "notes": av.notes}).encode(), np.uint8))
+        os.replace(tmp, path)
+    except OSError as e:  # a read-only cache is not fatal
+        log.warning("could not write avatar cache %s: %s", path, e)
+
+
+def _load(path: Path) -> Avatar | None:
+    try:
+        with np.load(path) as z:
+            meta = json.loads(z["meta"].tobytes().decode())
+            alpha = z["alpha"] if z["alpha"].size else None
+            return Avatar(z["image"], alpha, z["points"], z["ring_head"], z["ring_outer"],
+                          meta["blendshapes"], z["pose"], meta["sha"], meta.get("notes", []))
+    except (OSError, KeyError, ValueError) as e:
+        log.warning("ignoring unreadable avatar cache %s: %s", path, e)
+        return None
+
+
+def prepare(source: str | os.PathLike | np.ndarray, settings: AvatarSettings = AvatarSettings(),
+            cache_dir: str | os.PathLike | None = None, use_cache: bool = True) -> Avatar:
+    """Reference encoding of a portrait (file path or RGB/RGBA uint8 array) -> Avatar, cached on disk."""
+    if cache_dir is not None:
+        settings = AvatarSettings(**{**settings.__dict__, "cache_dir": str(cache_dir)})
+    what = str(source) if not isinstance(source, np.ndarray) else "the image array"
+    rgb, alpha, raw = read_image(source)
+    sha = hashlib.sha256(raw).hexdigest()
+    cfile = _cache_file(settings, sha)
+    if use_cache and cfile.is_file():
+        av = _load(cfile)
+        if av is not None:
+            return av
+    lm = L.shared_landmarker(settings.landmarker_model)
+    face, notes = _detect_on_source(rgb, lm, what)
+    x0, y0, side = _crop_box(face, rgb.shape[:2], settings.face_fraction)
+    s = settings.size_px
+    interp = cv2.INTER_AREA if side > s else cv2.INTER_CUBIC
+    img = cv2.resize(rgb[y0:y0 + side, x0:x0 + side], (s, s), interpolation=interp)
+    a = None if alpha is None else cv2.resize(alpha[y0:y0 + side, x0:x0 + side], (s, s), interpolation=interp)
+    final = lm.detect(img)
+    if not final:
+        raise FaceNotFoundError(f"the face in {what} was lost after cropping: try a larger, sharper photo")
+    f = final[0]
+    ring_h, ring_o = head_rings(f.points, s, settings.ring_segments)
+    av = Avatar(img, a, f.points, ring_h, ring_o, f.blendshapes, f.pose, sha, notes)
+    if use_cache:
+        _save(cfile, av)
+    return av

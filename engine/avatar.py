@@ -27,7 +27,7 @@ from .exceptions import ConfigError, FaceNotFoundError, ImageError
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 CACHE_ENV = "EMOTE_CACHE_DIR"
 MIN_FACE_PX = 48  # landmarker's face box below this (in the source image) is too small to animate
 
@@ -202,8 +202,8 @@ def head_rings(points: np.ndarray, size_px: int, n: int) -> tuple[np.ndarray, np
     roll = float(np.arctan2(axis[1], axis[0]))
     up = np.array([np.sin(roll), -np.cos(roll)])  # towards the top of the head
     center = (top + chin) / 2 + up * 0.08 * fh
-    ring_h = _ellipse(center, (0.70 * fw, 0.72 * fh), roll, n, bottom_stretch=0.85)
-    ring_o = _ellipse(center + up * 0.02 * fh, (1.06 * fw, 1.06 * fh), roll, n, bottom_stretch=0.98)
+    ring_h = _ellipse(center, (0.70 * fw, 0.72 * fh), roll, n, bottom_stretch=1.2)
+    ring_o = _ellipse(center + up * 0.02 * fh, (1.06 * fw, 1.06 * fh), roll, n, bottom_stretch=1.18)
     margin = 2.0
     ring_h = np.clip(ring_h, margin + 2, size_px - 1 - margin - 2)
     ring_o = np.clip(ring_o, 0, size_px - 1)

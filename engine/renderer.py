@@ -1,0 +1,150 @@
+"""The renderer: motion -> frame, by warping the reference photo (identity cannot drift).
+
+Per frame: the rig gives the deformed mesh; kernels.warp backward-warps the head region's box of the
+photo; where the inner lips part more than in the photo, a mouth interior (dark cavity, upper teeth
+hanging from the upper lip, lower teeth riding on the lower lip, tongue) is composited, coloured from
+the photo's own lips, skin and (if visible) teeth. Everything outside ring O is the photo, untouched.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from emote.kernels.composite import blend_into
+from emote.kernels.warp import MeshWarp, WarpSettings
+
+from . import landmarks as L
+from .avatar import Avatar
+from .exceptions import ConfigError
+from .rig import Rig, RigSettings, _smooth
+
+
+@dataclass(frozen=True)
+class RendererSettings:
+    grid_step_px: int = 2               # resolution of the displacement field (1, 2 or 4 px)
+    inverse_iterations: int = 2
+    mouth_interior: bool = True
+    teeth: bool = True
+    feather_px: float = 1.0             # soft edge of the mouth interior
+    open_blend_iod: float = 0.035       # extra lip gap over which the interior fades in
+
+    def __post_init__(self) -> None:
+        if self.grid_step_px not in (1, 2, 4):
+            raise ConfigError(f"grid_step_px must be 1, 2 or 4, got {self.grid_step_px}")
+        if not 0 < self.feather_px <= 8:
+            raise ConfigError(f"feather_px must be within (0, 8], got {self.feather_px}")
+        if not 0 < self.open_blend_iod <= 0.5:
+            raise ConfigError(f"open_blend_iod must be within (0, 0.5], got {self.open_blend_iod}")
+
+
+class MouthPainter:
+    """Draws the mouth interior between the deformed inner lips. Colours come from the photo."""
+
+    def __init__(self, avatar: Avatar, rig: Rig, settings: RendererSettings) -> None:
+        self.s, self.rig, self.u = settings, rig, rig.u
+        img = avatar.image.astype(np.float32)
+        lips = avatar.region_mask("mouth") > 0
+        self.lip_rgb = np.median(img[lips], 0) if lips.any() else np.array([170, 90, 90], np.float32)
+        face = avatar.region_mask("face") > 0
+        skin = np.median(img[face & ~lips], 0) if face.any() else np.array([200, 160, 140], np.float32)
+        self.light = float(np.clip(skin.mean() / 165.0, 0.45, 1.25))
+        self.teeth_rgb = self._teeth_colour(avatar, img)
+        up, lo = rig.vertices[list(L.LIPS_INNER_UPPER), :2], rig.vertices[list(L.LIPS_INNER_LOWER), :2]
+        self.ref_gap = ((lo - up) @ rig.ey).astype(np.float32)       # pixels, per chain point
+
+    def _teeth_colour(self, avatar: Avatar, img: np.ndarray) -> np.ndarray:
+        poly = avatar.points[list(L.LIPS_INNER_UPPER + L.LIPS_INNER_LOWER[::-1]), :2]
+        m = np.zeros(img.shape[:2], np.uint8)
+        cv2.fillPoly(m, [np.round(poly).astype(np.int32)], 255)
+        px = img[m > 0]
+        if len(px) >= 12:
+            lum = px.mean(1)
+            bright = px[lum >= np.percentile(lum, 75)]
+            if bright.mean() > 110:                                   # the photo shows its teeth
+                return bright.mean(0)
+        return np.array([236, 230, 214], np.float32) * self.light
+
+    def paint(self, frame: np.ndarray, verts: np.ndarray) -> None:
+        """Composite the interior into frame (S, S, 3) uint8, in place. verts: (N, 2) deformed, pixels."""
+        up, lo = verts[list(L.LIPS_INNER_UPPER)], verts[list(L.LIPS_INNER_LOWER)]
+        ex, ey = self.rig.ex, self.rig.ey
+        gap_now = (lo - up) @ ey
+        if np.max(gap_now - self.ref_gap) < 0.3:
+            return
+        pts = np.vstack([up, lo])
+        x0, y0 = np.floor(pts.min(0)).astype(int) - 2
+        x1, y1 = np.ceil(pts.max(0)).astype(int) + 3
+        S = frame.shape[0]
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, S), min(y1, S)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return
+        c = (up[0] + up[-1]) / 2
+        gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float32) - c[0], np.arange(y0, y1, dtype=np.float32) - c[1])
+        lx, ly = gx * ex[0] + gy * ex[1], gx * ey[0] + gy * ey[1]
+        ul, ll = (up - c) @ np.stack([ex, ey], 1), (lo - c) @ np.stack([ex, ey], 1)
+        ou, ol = np.argsort(ul[:, 0]), np.argsort(ll[:, 0])
+        yu = np.interp(lx, ul[ou, 0], ul[ou, 1])
+        yl = np.interp(lx, ll[ol, 0], ll[ol, 1])
+        extra = np.interp(lx, ul[ou, 0], (gap_now - self.ref_gap)[ou])
+        hw = max(float(ul[:, 0].max() - ul[:, 0].min()) / 2, 1.0)
+        f = self.s.feather_px
+        a = _smooth((ly - yu) / f + 0.5) * _smooth((yl - ly) / f + 0.5)
+        a *= _smooth(extra / (self.s.open_blend_iod * self.u))
+        a *= (lx > ul[:, 0].min()) & (lx < ul[:, 0].max())
+        if not a.any():
+            return
+        rgb = self._interior(lx / hw, ly - yu, yl - ly, np.maximum(yl - yu, 1e-3))
+        blend_into(frame[y0:y1, x0:x1], rgb, a.astype(np.float32))
+
+    def _interior(self, nx: np.ndarray, du: np.ndarray, dl: np.ndarray, gap: np.ndarray) -> np.ndarray:
+        """Colour of the interior. nx: -1..1 across the mouth; du/dl: pixels below the upper / above the lower lip."""
+        u = self.u
+        across = np.clip(1 - np.abs(nx), 0, 1)
+        depth = 0.55 + 0.45 * np.sqrt(across)                  # corners recede into shadow
+        cavity = (self.lip_rgb * np.array([0.42, 0.26, 0.26], np.float32) + np.array([10, 2, 2], np.float32)) * self.light
+        vert = np.clip(np.minimum(du, dl) / (0.5 * gap + 1e-3), 0, 1)
+        out = cavity[None, None, :] * (1.0 - 0.45 * vert)[..., None]
+        tongue_top = gap * 0.62
+        tongue = _smooth((du - tongue_top) / (0.05 * u + 1)) * _smooth((0.75 - np.abs(nx)) / 0.3)
+        tongue_rgb = self.lip_rgb * 0.55 * self.light
+        out = out * (1 - tongue[..., None]) + tongue_rgb * (0.7 + 0.3 * (1 - vert))[..., None] * tongue[..., None]
+        if self.s.teeth:
+            teeth_u = np.minimum(0.12 * u * np.sqrt(across), 0.55 * gap)
+            tu = _smooth((teeth_u - du) / 1.2 + 0.5)
+            teeth_l = np.minimum(0.05 * u * np.sqrt(across), 0.25 * gap)
+            tl = _smooth((teeth_l - dl) / 1.2 + 0.5) * _smooth((gap - 0.12 * u) / (0.08 * u))
+            seams = 1 - 0.18 * np.exp(-((np.abs(nx * 6.5) % 1 - 0.5) * 9) ** 2) * (1 - across < 0.9)
+            shade_u = (0.8 + 0.2 * np.clip(du / (teeth_u + 1e-3), 0, 1)) * seams
+            t_rgb = self.teeth_rgb[None, None, :]
+            out = out * (1 - tu[..., None]) + t_rgb * (shade_u * (0.6 + 0.4 * across))[..., None] * tu[..., None]
+            out = out * (1 - tl[..., None]) + t_rgb * (0.75 * seams * (0.55 + 0.45 * across))[..., None] * tl[..., None]
+        return (out * depth[..., None]).clip(0, 255)
+
+
+class Renderer:
+    """Motion -> frames for one avatar. ``renderer(motion)`` -> (S, S, 3) uint8 RGB.
+
+    motion: (C,) float32 in engine.motion channels. Owns the rig and the mesh warp.
+    """
+
+    def __init__(self, avatar: Avatar, settings: RendererSettings = RendererSettings(),
+                 rig_settings: RigSettings = RigSettings()) -> None:
+        self.avatar, self.s = avatar, settings
+        self.rig = Rig(avatar, rig_settings)
+        S = avatar.size_px
+        ring = avatar.ring_outer[:, :2]
+        x0, y0 = np.maximum(np.floor(ring.min(0)).astype(int) - 2, 0)
+        x1, y1 = np.minimum(np.ceil(ring.max(0)).astype(int) + 3, S)
+        self.warp = MeshWarp(self.rig.vertices[:, :2], (x0, y0, x1, y1),
+                             WarpSettings(settings.grid_step_px, settings.inverse_iterations))
+        self.mouth = MouthPainter(avatar, self.rig, settings)
+        self._ref = np.ascontiguousarray(avatar.image)
+
+    def __call__(self, motion: np.ndarray) -> np.ndarray:
+        d = self.rig.displacement(motion)
+        frame = self.warp.warp(self._ref, d)
+        if self.s.mouth_interior:
+            self.mouth.paint(frame, self.rig.vertices[:, :2] + d)
+        return frame

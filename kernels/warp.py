@@ -1,0 +1,104 @@
+"""Mesh-driven backward warp of an image (no knowledge of faces or sessions).
+
+Precompute once, for a triangulated reference mesh: the barycentric weights of every grid point of a
+region (a sparse matrix, grid points x vertices). Per frame:
+
+1. forward displacement field on the grid: F = W @ vertex_displacement (where each reference point goes);
+2. invert it approximately by fixed-point steps, b <- -F(p + b), each a cv2.remap of F;
+3. upsample the backward field to full resolution and cv2.remap the image once.
+
+Grid points outside the mesh's hull have zero displacement, so the image there is copied exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import sparse
+from scipy.spatial import Delaunay
+
+
+@dataclass(frozen=True)
+class WarpSettings:
+    grid_step_px: int = 2            # the displacement field is computed on a grid this coarse
+    inverse_iterations: int = 2      # fixed-point steps inverting the forward field
+    still_below_px: float = 0.05     # |displacement| under this is snapped to 0 (no shimmer)
+
+    def __post_init__(self) -> None:
+        if self.grid_step_px not in (1, 2, 4):
+            raise ValueError(f"grid_step_px must be 1, 2 or 4, got {self.grid_step_px}")
+        if not 0 <= self.inverse_iterations <= 6:
+            raise ValueError(f"inverse_iterations must be within 0..6, got {self.inverse_iterations}")
+        if not 0 <= self.still_below_px < 1:
+            raise ValueError(f"still_below_px must be within [0, 1), got {self.still_below_px}")
+
+
+def triangulate(vertices: np.ndarray) -> Delaunay:
+    """Delaunay triangulation of (N, 2) float vertices (coincident points tolerated)."""
+    return Delaunay(np.asarray(vertices, np.float64), qhull_options="QJ Qbb Qc")
+
+
+class MeshWarp:
+    """Backward warp of the region box of an image, driven by the displacements of mesh vertices.
+
+    vertices: (N, 2) reference positions, pixels. box: (x0, y0, x1, y1) integer pixel box (x1, y1 exclusive).
+    """
+
+    def __init__(self, vertices: np.ndarray, box: tuple[int, int, int, int], settings: WarpSettings = WarpSettings()) -> None:
+        self.s = settings
+        self.box = tuple(int(v) for v in box)
+        x0, y0, x1, y1 = self.box
+        self.w, self.h = x1 - x0, y1 - y0
+        st = settings.grid_step_px
+        self.gw, self.gh = (self.w + st - 1) // st + 1, (self.h + st - 1) // st + 1
+        self.tri = triangulate(vertices)
+        gx, gy = np.meshgrid(np.arange(self.gw) * st + x0, np.arange(self.gh) * st + y0)
+        pts = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float64)
+        self.weights = self._weights(pts, len(vertices))
+        # grid coordinates of every grid point, in grid units (for remapping F on the grid)
+        ix, iy = np.meshgrid(np.arange(self.gw, dtype=np.float32), np.arange(self.gh, dtype=np.float32))
+        self._grid = (ix, iy)
+        fx, fy = np.meshgrid(np.arange(self.w, dtype=np.float32) + x0, np.arange(self.h, dtype=np.float32) + y0)
+        self._full = (fx, fy)
+
+    def _weights(self, pts: np.ndarray, n: int) -> sparse.csr_matrix:
+        simplex = self.tri.find_simplex(pts)
+        inside = simplex >= 0
+        s = simplex[inside]
+        T = self.tri.transform[s]                        # (M, 3, 2)
+        b2 = np.einsum("mij,mj->mi", T[:, :2], pts[inside] - T[:, 2])
+        bary = np.hstack([b2, 1 - b2.sum(1, keepdims=True)])
+        bary = np.clip(bary, 0, 1)
+        bary /= bary.sum(1, keepdims=True)
+        rows = np.repeat(np.nonzero(inside)[0], 3)
+        cols = self.tri.simplices[s].ravel()
+        return sparse.csr_matrix((bary.ravel().astype(np.float32), (rows, cols)), shape=(len(pts), n))
+
+    def backward_field(self, displacement: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 2) vertex displacement -> full-resolution backward offsets (bx, by), each (h, w) float32."""
+        st = self.s.grid_step_px
+        F = (self.weights @ np.asarray(displacement, np.float32)).astype(np.float32).reshape(self.gh, self.gw, 2)
+        b = -F
+        ix, iy = self._grid
+        for _ in range(self.s.inverse_iterations):
+            b = -cv2.remap(F, ix + b[..., 0] / st, iy + b[..., 1] / st, cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        if st > 1:
+            full_w, full_h = (self.gw - 1) * st, (self.gh - 1) * st
+            b = cv2.resize(b, (full_w + 1, full_h + 1), interpolation=cv2.INTER_LINEAR)[: self.h, : self.w]
+        if self.s.still_below_px > 0:
+            mag = np.abs(b[..., 0]) + np.abs(b[..., 1])
+            b = b * np.clip((mag - self.s.still_below_px) / (4 * self.s.still_below_px), 0, 1)[..., None]
+        return b[..., 0], b[..., 1]
+
+    def warp(self, image: np.ndarray, displacement: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Warp the box of image (H, W, C) uint8 by the vertex displacement; writes into out (or a copy)."""
+        x0, y0, x1, y1 = self.box
+        bx, by = self.backward_field(displacement)
+        fx, fy = self._full
+        warped = cv2.remap(image, fx + bx, fy + by, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        if out is None:
+            out = image.copy()
+        out[y0:y1, x0:x1] = warped
+        return out

@@ -1,0 +1,300 @@
+"""The aiohttp server: signaling, control channel, metrics and the web pages.
+
+Routes
+------
+* ``POST /offer``   JSON ``{"sdp", "type": "offer", "portrait"?}`` -> ``{"sdp", "type": "answer",
+  "session", "delay_ms"}``. Non-trickle: send the offer after ICE gathering completed.
+  400 for malformed JSON/SDP (with a message), 404 for an unknown portrait, 503 when
+  ``max_sessions`` are open.
+* ``GET /ws?session=ID`` WebSocket control channel. In: ``{"type": "controls",
+  "expression_intensity": x, "head_motion_speed": y}``, ``{"type": "portrait", "name": n}``.
+  Out: ``{"type": "stats", ...}`` every ``stats_interval_s``, ``{"type": "error", "message"}``.
+  Closing the WebSocket ends its session (a closed tab frees its session at once).
+* ``GET /metrics``  Prometheus text (see :mod:`emote.streaming.metrics`).
+* ``GET /api/config`` portraits, ICE servers and fps for the pages.
+* ``GET /`` call page, ``GET /overlay`` OBS overlay, ``/web/*`` their scripts (``web_dir``).
+
+Every route except the pages needs the access token when one is set: ``Authorization: Bearer
+TOKEN`` or ``?token=TOKEN`` (browsers cannot set headers on a WebSocket); 401 otherwise.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from aiohttp import WSMsgType, web
+from aiortc import RTCConfiguration, RTCIceServer, RTCSessionDescription
+
+from emote.engine.exceptions import ConfigError, EmoteError
+from emote.streaming.ice import filter_sdp_candidates, restrict_ice_addresses
+from emote.streaming.metrics import CONTENT_TYPE_LATEST, StreamingMetrics
+from emote.streaming.session import Session, SessionOptions
+
+__all__ = ["ServerSettings", "make_app", "run_server", "PipelineFactory"]
+
+log = logging.getLogger(__name__)
+
+PipelineFactory = Callable[[str], Any]     # portrait image path -> a fresh pipeline (blocking)
+_CONTROL_RANGES = {"expression_intensity": (0.0, 2.0), "head_motion_speed": (0.0, 3.0)}
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything the server needs; units in the names. ``portraits``: (name, image path) pairs,
+    the first is the default; empty means the engine's embedded default portrait."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    ice_servers: tuple[str, ...] = ()          # e.g. ("stun:stun.example.org:3478",) for NAT
+    ice_addresses: tuple[str, ...] = ()        # restrict ICE candidates, e.g. ("127.0.0.1",)
+    max_sessions: int = 4
+    token: str | None = None
+    portraits: tuple[tuple[str, str], ...] = ()
+    web_dir: str | None = None
+    size_px: int = 512
+    fps: int = 25
+    seed: int = 0
+    generator: str = "baseline"
+    cache_dir: str | None = None
+    hop_frames: int = 1
+    context_frames: int = 3
+    margin_ms: float = 60.0
+    gap_fill_ms: float = 100.0
+    peer_timeout_s: float = 3.0
+    audio_jitter_prefetch_packets: int = 1
+    stats_interval_s: float = 0.5
+    session: SessionOptions = field(default=SessionOptions(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0..65535, got {self.port}")
+        if self.max_sessions < 1:
+            raise ConfigError(f"max_sessions must be >= 1, got {self.max_sessions}")
+        if self.token is not None and len(self.token) < 8:
+            raise ConfigError("the access token must have at least 8 characters")
+        if not 0 <= self.margin_ms <= 1000 or not 20 <= self.gap_fill_ms <= 2000:
+            raise ConfigError("margin_ms must be 0..1000 and gap_fill_ms 20..2000")
+        if self.peer_timeout_s <= 0.2 or self.stats_interval_s <= 0:
+            raise ConfigError("peer_timeout_s must be > 0.2 and stats_interval_s > 0")
+        if not 0 <= self.audio_jitter_prefetch_packets <= 8:
+            raise ConfigError("audio_jitter_prefetch_packets must be 0..8")
+        names = [n for n, _ in self.portraits]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"portrait names must be unique: {names}")
+        object.__setattr__(self, "session", SessionOptions(
+            fps=self.fps, hop_frames=self.hop_frames, context_frames=self.context_frames,
+            margin_ms=self.margin_ms, gap_fill_ms=self.gap_fill_ms,
+            peer_timeout_s=self.peer_timeout_s,
+            audio_jitter_prefetch_packets=self.audio_jitter_prefetch_packets))
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    def rtc_configuration(self) -> RTCConfiguration:
+        return RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in self.ice_servers])
+
+
+def _default_factory(settings: ServerSettings) -> PipelineFactory:
+    def load(path: str) -> Any:
+        from emote.engine.pipeline import PipelineSettings, load_pipeline
+        return load_pipeline(path, PipelineSettings(
+            size_px=settings.size_px, fps=settings.fps, seed=settings.seed,
+            generator=settings.generator, cache_dir=settings.cache_dir))
+    return load
+
+
+def _portraits(settings: ServerSettings) -> dict[str, str]:
+    if settings.portraits:
+        return dict(settings.portraits)
+    from emote.engine.resources import default_portrait_path
+    return {"default": str(default_portrait_path())}
+
+
+class _Server:
+    """State behind the routes: sessions by id, the pipeline factory and metrics."""
+
+    def __init__(self, settings: ServerSettings, factory: PipelineFactory) -> None:
+        self.settings, self.factory = settings, factory
+        self.metrics = StreamingMetrics()
+        self.sessions: dict[str, Session] = {}
+        self.portraits = _portraits(settings)
+        self.default_portrait = next(iter(self.portraits))
+        self._pending = 0                      # offers being set up (count towards the limit)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def authorized(self, request: web.Request) -> bool:
+        tok = self.settings.token
+        if tok is None:
+            return True
+        header = request.headers.get("Authorization", "")
+        given = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
+        return hmac.compare_digest(given.encode(), tok.encode())
+
+    def _need_auth(self, request: web.Request) -> None:
+        if not self.authorized(request):
+            raise web.HTTPUnauthorized(text="missing or wrong access token (Authorization: "
+                                            "Bearer TOKEN, or ?token=TOKEN)")
+
+    async def load_pipeline(self, portrait: str) -> Any:
+        path = self.portraits[portrait]
+        return await asyncio.get_running_loop().run_in_executor(None, self.factory, path)
+
+    # -- routes --------------------------------------------------------------------------------
+    async def offer(self, request: web.Request) -> web.Response:
+        self._need_auth(request)
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
+            raise web.HTTPBadRequest(text=f"the body is not JSON: {e}")
+        if not isinstance(body, dict) or body.get("type") != "offer" or \
+                not isinstance(body.get("sdp"), str) or not body["sdp"].startswith("v=0"):
+            raise web.HTTPBadRequest(text='expected JSON {"sdp": "v=0...", "type": "offer"}')
+        portrait = body.get("portrait") or self.default_portrait
+        if portrait not in self.portraits:
+            raise web.HTTPNotFound(text=f"unknown portrait {portrait!r}; known: "
+                                        f"{', '.join(self.portraits)}")
+        if len(self.sessions) + self._pending >= self.settings.max_sessions:
+            self.metrics.sessions_rejected.labels("full").inc()
+            raise web.HTTPServiceUnavailable(text=f"{self.settings.max_sessions} sessions are open")
+        self._pending += 1
+        try:
+            return await self._open_session(body["sdp"], portrait)
+        finally:
+            self._pending -= 1
+
+    async def _open_session(self, sdp: str, portrait: str) -> web.Response:
+        sdp = filter_sdp_candidates(sdp, self.settings.ice_addresses)
+        try:
+            pipeline = await self.load_pipeline(portrait)
+        except EmoteError as e:
+            self.metrics.sessions_rejected.labels("portrait").inc()
+            raise web.HTTPInternalServerError(text=f"portrait {portrait!r} failed: {e}")
+        session = Session(pipeline, portrait, self.settings.session, self.metrics,
+                          self._forget)
+        self.sessions[session.sid] = session
+        try:
+            answer = await session.accept(RTCSessionDescription(sdp=sdp, type="offer"),
+                                          self.settings.rtc_configuration())
+        except Exception as e:  # noqa: BLE001 - aiortc raises many kinds on a bad SDP
+            await session.close(f"bad offer: {e}")
+            self.metrics.sessions_rejected.labels("sdp").inc()
+            raise web.HTTPBadRequest(text=f"malformed SDP offer: {type(e).__name__}: {e}")
+        return web.json_response({"sdp": answer.sdp, "type": answer.type, "session": session.sid,
+                                  "delay_ms": round(session.delay_s * 1000, 1)})
+
+    def _forget(self, session: Session) -> None:
+        self.sessions.pop(session.sid, None)
+
+    async def websocket(self, request: web.Request) -> web.WebSocketResponse:
+        self._need_auth(request)
+        session = self.sessions.get(request.query.get("session", ""))
+        if session is None:
+            raise web.HTTPNotFound(text="no such session (POST /offer first)")
+        ws = web.WebSocketResponse(heartbeat=2.0)
+        await ws.prepare(request)
+        pusher = asyncio.create_task(self._push_stats(ws, session), name=f"{session}-stats")
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    reply = await self._control(session, msg.data)
+                    if reply is not None:
+                        await ws.send_json(reply)
+        finally:
+            pusher.cancel()
+            await session.close("websocket closed")
+        return ws
+
+    async def _push_stats(self, ws: web.WebSocketResponse, session: Session) -> None:
+        while not ws.closed and not session.closed.is_set():
+            await ws.send_json(session.stats())
+            await asyncio.sleep(self.settings.stats_interval_s)
+        if session.closed.is_set() and not ws.closed:
+            await ws.close()
+
+    async def _control(self, session: Session, text: str) -> dict | None:
+        try:
+            msg = json.loads(text)
+            kind = msg["type"]
+        except (ValueError, KeyError, TypeError):
+            return {"type": "error", "message": 'expected JSON with a "type"'}
+        if kind == "controls":
+            try:
+                controls = {k: float(msg[k]) for k in _CONTROL_RANGES if k in msg}
+            except (TypeError, ValueError):
+                return {"type": "error", "message": "controls must be numbers"}
+            bad = [k for k, v in controls.items()
+                   if not _CONTROL_RANGES[k][0] <= v <= _CONTROL_RANGES[k][1]]
+            if bad:
+                return {"type": "error", "message": f"out of range: {bad}; ranges {_CONTROL_RANGES}"}
+            session.set_controls(**controls)
+            return {"type": "controls", **controls}
+        if kind == "portrait":
+            name = msg.get("name")
+            if name not in self.portraits:
+                return {"type": "error", "message": f"unknown portrait {name!r}"}
+            session.switch_pipeline(await self.load_pipeline(name), name)
+            return {"type": "portrait", "name": name}
+        return {"type": "error", "message": f"unknown message type {kind!r}"}
+
+    async def metrics_route(self, request: web.Request) -> web.Response:
+        self._need_auth(request)
+        return web.Response(body=self.metrics.render(),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def config(self, request: web.Request) -> web.Response:
+        self._need_auth(request)
+        return web.json_response({"portraits": list(self.portraits), "fps": self.settings.fps,
+                                  "ice_servers": [{"urls": u} for u in self.settings.ice_servers]})
+
+    async def close_all(self, _app: web.Application | None = None) -> None:
+        await asyncio.gather(*(s.close("server shutting down") for s in list(self.sessions.values())))
+
+
+def make_app(settings: ServerSettings = ServerSettings(),
+             pipeline_factory: PipelineFactory | None = None) -> web.Application:
+    """The aiohttp application (routes above). ``pipeline_factory(path)`` defaults to the
+    engine's ``load_pipeline`` with the settings' size, fps, seed and generator."""
+    restrict_ice_addresses(settings.ice_addresses)
+    srv = _Server(settings, pipeline_factory or _default_factory(settings))
+    app = web.Application(client_max_size=1 << 20)
+    app["emote"] = srv
+    app.router.add_post("/offer", srv.offer)
+    app.router.add_get("/ws", srv.websocket)
+    app.router.add_get("/metrics", srv.metrics_route)
+    app.router.add_get("/api/config", srv.config)
+    if settings.web_dir:
+        web_dir = os.path.abspath(settings.web_dir)
+        page = lambda name: (lambda _r: web.FileResponse(os.path.join(web_dir, name)))  # noqa: E731
+        app.router.add_get("/", page("index.html"))
+        app.router.add_get("/overlay", page("overlay.html"))
+        app.router.add_static("/web/", web_dir)
+    app.on_shutdown.append(srv.close_all)
+    return app
+
+
+async def warm_up(app: web.Application) -> None:
+    """Prepare every portrait once (fills the avatar cache; a bad image fails here, not later)."""
+    srv: _Server = app["emote"]
+    for name in srv.portraits:
+        await srv.load_pipeline(name)
+
+
+def run_server(settings: ServerSettings, pipeline_factory: PipelineFactory | None = None,
+               print_fn: Callable[[str], None] = print) -> None:
+    """Blocking: warm up, print the URL, serve until interrupted."""
+    app = make_app(settings, pipeline_factory)
+
+    async def _start(a: web.Application) -> None:
+        await warm_up(a)
+        tok = f"?token={settings.token}" if settings.token else ""
+        print_fn(f"emote serving on {settings.url}{tok}  (overlay: {settings.url}overlay{tok})")
+
+    app.on_startup.append(_start)
+    web.run_app(app, host=settings.host, port=settings.port, print=None,
+                handle_signals=True, shutdown_timeout=5.0)

@@ -1,0 +1,262 @@
+"""One peer: its RTCPeerConnection, audio input, engine worker, output tracks and stats.
+
+Data path (shapes and units):
+
+1. the peer's audio track -> ``av.AudioFrame`` (Opus decoded: s16, 48 kHz, usually stereo,
+   960 samples) -> :class:`~emote.streaming.tracks.AudioInput` -> float32 mono 48 kHz, kept in
+   a 10 s drop-oldest ring for the return path, and float32 mono 16 kHz for the engine;
+2. 16 kHz -> :class:`~emote.streaming.ringbuffer.WindowSlicer` (hop 1 frame, lookahead = the
+   pipeline's ``latency_frames``) -> :class:`~emote.streaming.worker.EngineWorker` (its thread);
+3. frames (content index, RGB uint8 (H, W, 3)) -> FrameBuffer -> PortraitVideoTrack (25 fps)
+   and the ring -> DelayedAudioTrack, both on the session's :class:`MediaClock`.
+
+Output delay (``delay_s``): a frame n can be made once the audio up to frame n + 1 + lookahead
+has arrived, i.e. (hop + lookahead) frames after its own audio started arriving, plus the
+engine's time; ``margin_ms`` covers the engine and the packetisation (20 ms Opus packets).
+
+No audio arriving (a finished file, a muted peer that sends nothing): a watchdog pushes silence
+whenever the input falls more than ``gap_fill_ms`` behind the wall clock, so the engine keeps
+running and the portrait idles. Audio that arrives more than ``gap_fill_ms`` ahead of the wall
+clock (after such a gap) is trimmed so the latency cannot creep up.
+
+End: ``close()`` is idempotent; it runs on a closed WebSocket, a failed/closed peer connection,
+an engine error, or no audio from the peer for ``peer_timeout_s`` after it had started sending.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from emote.streaming.metrics import StreamingMetrics
+from emote.streaming.ringbuffer import AudioRingBuffer, WindowSlicer, WindowSpec
+from emote.streaming.tracks import (NET_RATE_HZ, AudioInput, DelayedAudioTrack, FrameBuffer,
+                                    MediaClock, PortraitVideoTrack, ReadyFrame)
+from emote.streaming.worker import EngineWorker, FrameBatch
+
+__all__ = ["Session", "SessionOptions"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """Per-session timing; the server fills it from its ServerSettings."""
+
+    fps: int = 25
+    sample_rate_hz: int = 16000
+    hop_frames: int = 1
+    context_frames: int = 3
+    margin_ms: float = 60.0
+    gap_fill_ms: float = 100.0
+    peer_timeout_s: float = 3.0
+    start_grace_s: float = 0.5
+    connect_timeout_s: float = 20.0
+    audio_jitter_prefetch_packets: int = 1
+    return_audio_ring_s: float = 10.0
+
+
+class Session:
+    """See the module docstring. ``sid`` is a short random id used in logs and URLs."""
+
+    def __init__(self, pipeline: Any, portrait: str, options: SessionOptions,
+                 metrics: StreamingMetrics, on_closed: Callable[["Session"], None]) -> None:
+        self.sid = secrets.token_hex(4)
+        self.opts, self.metrics, self.portrait = options, metrics, portrait
+        self._on_closed = on_closed
+        la = int(getattr(pipeline, "latency_frames", 2))
+        self.spec = WindowSpec(options.sample_rate_hz, options.fps, options.hop_frames,
+                               options.context_frames, la)
+        self.delay_s = (options.hop_frames + la) / options.fps + options.margin_ms / 1000.0
+        self.clock = MediaClock(self.delay_s)
+        self.input = AudioInput(options.sample_rate_hz)
+        self.ring48 = AudioRingBuffer(int(options.return_audio_ring_s * NET_RATE_HZ))
+        self.slicer = WindowSlicer(self.spec)
+        self.frames = FrameBuffer(capacity=2 * options.fps)
+        self.video = PortraitVideoTrack(self.clock, self.frames, options.fps, self._on_sent)
+        self.audio = DelayedAudioTrack(self.clock, self.ring48)
+        self.loop = asyncio.get_running_loop()
+        self.worker = EngineWorker(pipeline, self.loop, self._on_frames, self._on_engine_error,
+                                   name=self.sid)
+        self.pc: RTCPeerConnection | None = None
+        self.created = time.monotonic()
+        self.last_audio: float | None = None
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        self._tasks: set[asyncio.Task] = set()
+        self._sent_times: deque[float] = deque(maxlen=4 * options.fps)
+        self._stage_ms: dict[str, deque[float]] = {}
+        self.counters = {"frames_sent": 0, "frames_held": 0, "padded_s": 0.0, "trimmed_s": 0.0}
+        self.listeners: set[Callable[[dict], Any]] = set()
+        metrics.sessions_active.inc()
+        metrics.sessions_total.inc()
+        log.info("%s opened: portrait %s, delay %.0f ms", self, portrait, self.delay_s * 1000)
+
+    def __repr__(self) -> str:
+        return f"Session({self.sid})"
+
+    # -- signaling -----------------------------------------------------------------------------
+    async def accept(self, offer: RTCSessionDescription, config: RTCConfiguration) -> RTCSessionDescription:
+        """Apply the peer's offer, attach our tracks, return the (complete, non-trickle) answer."""
+        pc = self.pc = RTCPeerConnection(config)
+
+        @pc.on("track")
+        def _on_track(track) -> None:
+            if track.kind == "audio":
+                self._tune_jitter_buffer(track)
+                self._spawn(self._read_audio(track), "reader")
+
+        @pc.on("connectionstatechange")
+        async def _on_state() -> None:
+            log.info("%s connection %s", self, pc.connectionState)
+            if pc.connectionState in ("failed", "closed"):
+                await self.close(f"connection {pc.connectionState}")
+
+        await pc.setRemoteDescription(offer)
+        pc.addTrack(self.video)
+        pc.addTrack(self.audio)
+        await pc.setLocalDescription(await pc.createAnswer())
+        self._spawn(self._watchdog(), "watchdog")
+        return pc.localDescription
+
+    def _tune_jitter_buffer(self, track) -> None:
+        """aiortc holds 4 audio packets (80 ms) before decoding; we want fewer (see settings)."""
+        from aiortc.jitterbuffer import JitterBuffer
+        for t in self.pc.getTransceivers():
+            r = t.receiver
+            if r.track is track and hasattr(r, "_RTCRtpReceiver__jitter_buffer"):
+                r._RTCRtpReceiver__jitter_buffer = JitterBuffer(
+                    capacity=16, prefetch=self.opts.audio_jitter_prefetch_packets)
+
+    def _spawn(self, coro, name: str) -> None:
+        task = asyncio.create_task(coro, name=f"{self}-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- input ---------------------------------------------------------------------------------
+    async def _read_audio(self, track) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            now = time.monotonic()
+            x48 = self.input.convert(frame)
+            if not len(x48):
+                continue
+            self.last_audio = now
+            self.clock.start(now - len(x48) / NET_RATE_HZ)
+            ahead = self.ring48.written / NET_RATE_HZ - (now - self.clock.t0)
+            over = ahead - self.opts.gap_fill_ms / 1000.0
+            if over > 0:                     # a gap was filled and the real audio came after all
+                cut = min(len(x48), int(over * NET_RATE_HZ))
+                self.counters["trimmed_s"] += cut / NET_RATE_HZ
+                x48 = x48[cut:]
+            self._push_input(x48, now)
+
+    def _push_input(self, x48: np.ndarray, now: float) -> None:
+        if not len(x48):
+            return
+        self.ring48.push(x48)
+        for w in self.slicer.push(self.input.to_engine(x48)):
+            self.worker.submit(w, now)
+
+    async def _watchdog(self, tick_s: float = 0.02) -> None:
+        while not self.closed.is_set():
+            await asyncio.sleep(tick_s)
+            now = time.monotonic()
+            if self.clock.t0 is None:
+                if now - self.created > self.opts.start_grace_s:
+                    self.clock.start(now)
+                continue
+            lag = (now - self.clock.t0) - self.ring48.written / NET_RATE_HZ
+            if lag > self.opts.gap_fill_ms / 1000.0:
+                pad = int((lag - tick_s) * NET_RATE_HZ)
+                self._push_input(np.zeros(pad, np.float32), now)
+                self.counters["padded_s"] += pad / NET_RATE_HZ
+                self.metrics.audio_padded_seconds.inc(pad / NET_RATE_HZ)
+            if self.last_audio is not None and now - self.last_audio > self.opts.peer_timeout_s:
+                await self.close("no audio from the peer")
+            elif self.last_audio is None and now - self.created > self.opts.connect_timeout_s:
+                await self.close("the peer never sent audio")
+
+    # -- output --------------------------------------------------------------------------------
+    def _on_frames(self, batch: FrameBatch) -> None:
+        now = time.monotonic()
+        self._observe("arrival_to_window", batch.t_taken - batch.t_window)
+        for k in ("features", "motion", "render"):
+            if k in batch.timings_ms:
+                self._observe(k, batch.timings_ms[k] / 1000.0)
+        self._observe("window_to_frame", now - batch.t_taken)
+        for idx, rgb in batch.frames:
+            arrival = self.clock.arrival_time(idx / self.opts.fps) if self.clock.t0 else now
+            self.frames.put(ReadyFrame(idx, rgb, now, arrival))
+
+    def _on_sent(self, frame: ReadyFrame, slot: int, held: bool) -> None:
+        now = time.monotonic()
+        self._sent_times.append(now)
+        self.counters["frames_sent"] += 1
+        self.metrics.frames_sent.inc()
+        if held:
+            self.counters["frames_held"] += 1
+            self.metrics.frames_held.inc()
+            return
+        self._observe("frame_to_sent", now - frame.t_ready)
+        self._observe("arrival_to_sent", now - frame.t_audio_arrival)
+
+    def _observe(self, stage: str, seconds: float) -> None:
+        self.metrics.observe_stage(stage, seconds)
+        self._stage_ms.setdefault(stage, deque(maxlen=100)).append(seconds * 1000.0)
+
+    def _on_engine_error(self, exc: BaseException) -> None:
+        log.error("%s engine failed: %r", self, exc)
+        self._spawn(self.close(f"engine error: {exc}"), "close")
+
+    # -- control -------------------------------------------------------------------------------
+    def set_controls(self, **controls: float) -> None:
+        self.worker.set_controls(**controls)
+
+    def switch_pipeline(self, pipeline: Any, portrait: str) -> None:
+        self.worker.switch(pipeline)
+        self.portrait = portrait
+
+    def stats(self) -> dict:
+        """What the page shows: send rate, holds, delay and per-stage medians (ms)."""
+        now = time.monotonic()
+        recent = [t for t in self._sent_times if now - t <= 2.0]
+        fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 2 else 0.0
+        return {"type": "stats", "session": self.sid, "portrait": self.portrait,
+                "fps_sent": round(fps, 2), "delay_ms": round(self.delay_s * 1000, 1),
+                "stages_ms": {k: round(float(np.median(v)), 2) for k, v in self._stage_ms.items() if v},
+                **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.counters.items()},
+                "dropped_windows": self.worker.dropped_windows}
+
+    # -- end -----------------------------------------------------------------------------------
+    async def close(self, reason: str = "closed") -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        self.close_reason = reason
+        log.info("%s closing: %s", self, reason)
+        me = asyncio.current_task()
+        for t in list(self._tasks):
+            if t is not me:
+                t.cancel()
+        self.frames.close()
+        self.video.stop()
+        self.audio.stop()
+        self.worker.stop()
+        if self.pc is not None:
+            await self.pc.close()
+        await self.loop.run_in_executor(None, self.worker.join, 5.0)
+        self.metrics.sessions_active.dec()
+        self._on_closed(self)
+        log.info("%s closed", self)

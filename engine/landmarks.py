@@ -10,6 +10,7 @@ as ``FaceLandmarksConnections`` in mediapipe's face_landmarker module, written a
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib.util
 import logging
@@ -185,6 +186,14 @@ class Landmarker:
 
 _shared: dict[str, Landmarker] = {}
 _shared_lock = threading.Lock()
+
+
+@atexit.register
+def _close_shared() -> None:
+    with _shared_lock:
+        for lm in _shared.values():
+            lm.close()
+        _shared.clear()
 
 
 def shared_landmarker(model: str | os.PathLike | None = None) -> Landmarker:

@@ -59,7 +59,8 @@ def _fall(x: np.ndarray) -> np.ndarray:
 
 def _gauss(pts: np.ndarray, handles: np.ndarray, sigma: float) -> np.ndarray:
     d2 = ((pts[:, None, :] - handles[None, :, :]) ** 2).sum(-1)
-    return np.exp(-d2.min(1) / (2 * sigma * sigma))
+    w = np.exp(-d2.min(1) / (2 * sigma * sigma))
+    return np.maximum(w - 0.01, 0.0) / 0.99   # exactly 0 beyond ~3 sigma: far skin stays still
 
 
 def _between(lx: np.ndarray, ly: np.ndarray, up: np.ndarray, lo: np.ndarray,

@@ -23,7 +23,7 @@ from scipy.spatial import Delaunay
 class WarpSettings:
     grid_step_px: int = 2            # the displacement field is computed on a grid this coarse
     inverse_iterations: int = 2      # fixed-point steps inverting the forward field
-    still_below_px: float = 0.05     # |displacement| under this is snapped to 0 (no shimmer)
+    still_below_px: float = 0.0      # |displacement| under this is snapped to 0 (0 = off)
 
     def __post_init__(self) -> None:
         if self.grid_step_px not in (1, 2, 4):
@@ -56,11 +56,11 @@ class MeshWarp:
         gx, gy = np.meshgrid(np.arange(self.gw) * st + x0, np.arange(self.gh) * st + y0)
         pts = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float64)
         self.weights = self._weights(pts, len(vertices))
-        # grid coordinates of every grid point, in grid units (for remapping F on the grid)
+        # grid coordinates of every grid point in grid units, and of every pixel of the box (2-channel maps)
         ix, iy = np.meshgrid(np.arange(self.gw, dtype=np.float32), np.arange(self.gh, dtype=np.float32))
-        self._grid = (ix, iy)
+        self._grid = np.dstack([ix, iy])
         fx, fy = np.meshgrid(np.arange(self.w, dtype=np.float32) + x0, np.arange(self.h, dtype=np.float32) + y0)
-        self._full = (fx, fy)
+        self._full = np.dstack([fx, fy])
 
     def _weights(self, pts: np.ndarray, n: int) -> sparse.csr_matrix:
         simplex = self.tri.find_simplex(pts)
@@ -75,29 +75,30 @@ class MeshWarp:
         cols = self.tri.simplices[s].ravel()
         return sparse.csr_matrix((bary.ravel().astype(np.float32), (rows, cols)), shape=(len(pts), n))
 
-    def backward_field(self, displacement: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 2) vertex displacement -> full-resolution backward offsets (bx, by), each (h, w) float32."""
+    def backward_field(self, displacement: np.ndarray) -> np.ndarray:
+        """(N, 2) vertex displacement -> full-resolution backward offsets, (h, w, 2) float32 pixels."""
         st = self.s.grid_step_px
         F = (self.weights @ np.asarray(displacement, np.float32)).astype(np.float32).reshape(self.gh, self.gw, 2)
         b = -F
-        ix, iy = self._grid
+        inv_st = np.float32(1.0 / st)
         for _ in range(self.s.inverse_iterations):
-            b = -cv2.remap(F, ix + b[..., 0] / st, iy + b[..., 1] / st, cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            b = cv2.remap(F, self._grid + b * inv_st, None, cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            np.negative(b, out=b)
+        if self.s.still_below_px > 0:
+            t = self.s.still_below_px
+            b[(b < t) & (b > -t)] = 0.0
         if st > 1:
             full_w, full_h = (self.gw - 1) * st, (self.gh - 1) * st
-            b = cv2.resize(b, (full_w + 1, full_h + 1), interpolation=cv2.INTER_LINEAR)[: self.h, : self.w]
-        if self.s.still_below_px > 0:
-            mag = np.abs(b[..., 0]) + np.abs(b[..., 1])
-            b = b * np.clip((mag - self.s.still_below_px) / (4 * self.s.still_below_px), 0, 1)[..., None]
-        return b[..., 0], b[..., 1]
+            b = cv2.resize(b, (full_w + 1, full_h + 1), interpolation=cv2.INTER_LINEAR)
+        return np.ascontiguousarray(b[: self.h, : self.w])
 
     def warp(self, image: np.ndarray, displacement: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Warp the box of image (H, W, C) uint8 by the vertex displacement; writes into out (or a copy)."""
         x0, y0, x1, y1 = self.box
-        bx, by = self.backward_field(displacement)
-        fx, fy = self._full
-        warped = cv2.remap(image, fx + bx, fy + by, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        b = self.backward_field(displacement)
+        m1, m2 = cv2.convertMaps(self._full + b, None, cv2.CV_16SC2)   # fixed point: faster, 1/32 px
+        warped = cv2.remap(image, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         if out is None:
             out = image.copy()
         out[y0:y1, x0:x1] = warped

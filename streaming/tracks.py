@@ -73,13 +73,15 @@ class AudioInput:
     PyAV's resampler does the format and channel conversion at the frame's own rate, then
     to 48 kHz; soxr's streaming resampler makes the engine's 16 kHz from that 48 kHz stream, so
     sample k at 16 kHz is content time k / 16000 exactly (soxr compensates its filter delay by
-    holding back its last few samples until more arrive).
+    holding back its last few samples until more arrive). Quality "LQ" holds back 100 samples
+    (6 ms) against 341 (21 ms) for "HQ"; its filter still suppresses aliasing well below what
+    the 16 kHz log-mel features can see, and every ms counts towards the 250 ms target.
     """
 
     def __init__(self, engine_rate_hz: int = 16000) -> None:
         self._to48 = av.AudioResampler(format="flt", layout="mono", rate=NET_RATE_HZ)
         self._to_engine = soxr.ResampleStream(NET_RATE_HZ, engine_rate_hz, 1, dtype="float32",
-                                              quality="HQ")
+                                              quality="LQ")
 
     def convert(self, frame: av.AudioFrame) -> np.ndarray:
         """One decoded frame -> float32 (n,) mono at 48 kHz (n may differ from the frame's)."""

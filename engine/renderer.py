@@ -138,7 +138,7 @@ class Renderer:
         x0, y0 = np.maximum(np.floor(ring.min(0)).astype(int) - 2, 0)
         x1, y1 = np.minimum(np.ceil(ring.max(0)).astype(int) + 3, S)
         self.warp = MeshWarp(self.rig.vertices[:, :2], (x0, y0, x1, y1),
-                             WarpSettings(settings.grid_step_px, settings.inverse_iterations))
+                             WarpSettings(settings.grid_step_px, settings.inverse_iterations), active=self.rig.active)
         self.mouth = MouthPainter(avatar, self.rig, settings)
         self._ref = np.ascontiguousarray(avatar.image)
 

@@ -89,6 +89,8 @@ class Rig:
         self.vertices = np.vstack([avatar.points, avatar.ring_head, avatar.ring_outer]).astype(np.float32)
         self.n_face = len(avatar.points)
         self.n_head = self.n_face + len(avatar.ring_head)  # vertices that follow the head pose
+        self.active = np.ones(len(self.vertices), bool)   # vertices of the warp mesh
+        self.active[list(L.IRIS_R[1:] + L.IRIS_L[1:])] = False  # iris rings reach under the lids
         self.u = avatar.iod_px
         e_r, e_l = avatar.eye_centers
         ex = (e_l - e_r) / np.linalg.norm(e_l - e_r)
@@ -135,11 +137,10 @@ class Rig:
         line = np.interp(lx, self.mouth_mid[:, 0], self.mouth_mid[:, 1])
         outside = np.maximum(alx - self.mouth_hw, 0)
         line = line - 0.45 * outside                   # the split rises from the corners to the ears
-        width = 0.06 + 0.6 * outside
+        width = 0.06 + 0.6 * np.maximum(alx - 0.75 * self.mouth_hw, 0)
         w = _smooth((ly - line) / width * 0.5 + 0.5)
-        w[self.upper_lips] = 0.0
-        w[self.lower_lips] = 1.0
-        w[self.corners] = 0.5
+        w[list(L.LIPS_INNER_UPPER[2:-2] + L.LIPS_OUTER_UPPER[2:-2])] = 0.0   # the corners stay geometric
+        w[list(L.LIPS_INNER_LOWER[2:-2] + L.LIPS_OUTER_LOWER[2:-2])] = 1.0
         w[self.n_face:] = 0.0
         return w.astype(np.float32)
 
@@ -177,11 +178,12 @@ class Rig:
             B[I["mouthStretch" + name]] = self._lip_basis(corners, (sgn * s.corner_move_iod, 0.35 * s.corner_move_iod), ones, both, 0.28)
         up_h = list(L.LIPS_INNER_UPPER[2:-2] + L.LIPS_OUTER_UPPER[2:-2])
         lo_h = list(L.LIPS_INNER_LOWER[2:-2] + L.LIPS_OUTER_LOWER[2:-2])
-        B[I["mouthUpperUpLeft"]] = self._lip_basis(up_h, (0, -s.lip_move_iod), sl, upper_side, 0.16)
-        B[I["mouthUpperUpRight"]] = self._lip_basis(up_h, (0, -s.lip_move_iod), sr, upper_side, 0.16)
+        B[I["mouthUpperUpLeft"]] = self._lip_basis(up_h, (0, -0.8 * s.lip_move_iod), sl, upper_side, 0.24)
+        B[I["mouthUpperUpRight"]] = self._lip_basis(up_h, (0, -0.8 * s.lip_move_iod), sr, upper_side, 0.24)
         B[I["mouthLowerDownLeft"]] = self._lip_basis(lo_h, (0, s.lip_move_iod * 1.3), sl, lower_side, 0.18)
         B[I["mouthLowerDownRight"]] = self._lip_basis(lo_h, (0, s.lip_move_iod * 1.3), sr, lower_side, 0.18)
-        B[I["mouthRollLower"]] = self._lip_basis(lo_h, (0, -0.6 * s.lip_move_iod), ones, lower_side, 0.14)
+        lo_outer = list(L.LIPS_OUTER_LOWER[2:-2])            # the lower lip rolls in: it gets thinner
+        B[I["mouthRollLower"]] = self._lip_basis(lo_outer, (0, -0.45 * s.lip_move_iod), ones, lower_side, 0.16)
         # rounding: corners inwards (towards the mouth centre); funnel also flares the lips open
         inward = -np.sign(self.ml[:, 0])
         for name, amp, flare in (("mouthPucker", s.pucker_move_iod, 0.0), ("mouthFunnel", 0.7 * s.pucker_move_iod, 0.06)):
@@ -189,8 +191,8 @@ class Rig:
             w[self.n_face:] = 0
             d = self._vec(inward * w * amp, np.zeros_like(w))
             if flare:
-                d += self._lip_basis(up_h, (0, -flare), ones, upper_side, 0.14)
-                d += self._lip_basis(lo_h, (0, flare * 1.2), ones, lower_side, 0.14)
+                d += self._lip_basis(up_h, (0, -flare), ones, upper_side, 0.22)
+                d += self._lip_basis(lo_h, (0, flare * 1.2), ones, lower_side, 0.22)
             B[I[name]] = d
 
     def _eye_local(self, upper: tuple[int, ...], lower: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -255,22 +257,51 @@ class Rig:
         ears = (p[L.EAR_L] + p[L.EAR_R]) / 2
         self.pivot = np.array([ears[0], ears[1], ears[2] + self.s.pivot_behind_ears_iod * self.u], np.float32)
         self.face_width = self.avatar.face_width_px
+        self.depth = self._limited_depth(max_slope=2.2)
+
+    def _limited_depth(self, max_slope: float, iterations: int = 60) -> np.ndarray:
+        """Landmark depth with its slope limited along mesh edges, (N,) float32 pixels.
+
+        Near the silhouette MediaPipe's depth rises steeply; rotating such points folds the mesh
+        (they would be hidden in 3D). Limiting |dz| / |dxy| to max_slope keeps yaw / pitch up to
+        about atan(1 / max_slope) ~ 24 degrees fold-free.
+        """
+        from emote.kernels.warp import triangulate
+
+        v = self.vertices
+        tri = triangulate(v[self.active, :2]).simplices
+        idx = np.nonzero(self.active)[0][tri]
+        e = np.unique(np.sort(np.vstack([idx[:, [0, 1]], idx[:, [1, 2]], idx[:, [0, 2]]]), 1), axis=0)
+        e = e[(e < self.n_face).all(1)]
+        length = np.linalg.norm(v[e[:, 0], :2] - v[e[:, 1], :2], axis=1)
+        z = v[:, 2].astype(np.float64).copy()
+        for _ in range(iterations):
+            dz = z[e[:, 1]] - z[e[:, 0]]
+            excess = np.abs(dz) - max_slope * length
+            bad = excess > 0
+            if not bad.any():
+                break
+            corr = np.zeros_like(z)
+            np.add.at(corr, e[bad, 0], 0.5 * excess[bad] * np.sign(dz[bad]))
+            np.add.at(corr, e[bad, 1], -0.5 * excess[bad] * np.sign(dz[bad]))
+            cnt = np.zeros_like(z)
+            np.add.at(cnt, e[bad].ravel(), 1)
+            z += corr / np.maximum(cnt, 1)
+        return z.astype(np.float32)
 
     # ------------------------------------------------------------ per frame
     def _close_lips(self, d: np.ndarray, amount: float) -> np.ndarray:
-        """Close the inner-lip gap by `amount` (0..1); a negative gap (lips crossing) is always closed."""
+        """Close the inner-lip gap (as it is after the linear channels) by `amount` (0..1)."""
         up, lo = self.pairs
         pos = self.vertices[:, :2] + d
         gap = pos[lo] - pos[up]                                  # (K, 2) pixels
-        gy = gap @ self.ey
         x = self.ml[up, 0]
-        amt = np.where(gy < 0, 1.0, amount)
-        g = gap * amt[:, None]
+        g = gap * amount
         o = np.argsort(x)
         xs = np.concatenate([[x[o][0] - 0.15], x[o], [x[o][-1] + 0.15]])
         gxv = np.interp(self.close_x, xs, np.concatenate([[0], g[o, 0], [0]]))
         gyv = np.interp(self.close_x, xs, np.concatenate([[0], g[o, 1], [0]]))
-        return d + np.stack([gxv, gyv], 1) * self.close_phi[:, None]
+        return d + (np.stack([gxv, gyv], 1) * self.close_phi[:, None]).astype(np.float32)
 
     def head_transform(self, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(3x3 rotation, 3-vector translation in pixels) of the head for motion row m."""
@@ -291,10 +322,9 @@ class Rig:
         d = self._close_lips(d, float(np.clip(m[M.INDEX["mouthClose"]], 0, 1)))
         rot, t = self.head_transform(m)
         h = self.n_head
-        p3 = self.vertices[:h].copy()
-        p3[:, :2] += d[:h]
-        moved = (p3 - self.pivot) @ rot.T + self.pivot + t
-        d[:h] = moved[:, :2] - self.vertices[:h, :2]
+        p3 = np.column_stack([self.vertices[:h, :2] + d[:h], self.depth[:h]])
+        rel = (p3 - self.pivot) @ (rot - np.eye(3, dtype=np.float32)).T + t   # exactly 0 at rest pose
+        d[:h] += rel[:, :2]
         d[h:] = 0.0
         return d
 

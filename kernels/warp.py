@@ -43,16 +43,19 @@ class MeshWarp:
     """Backward warp of the region box of an image, driven by the displacements of mesh vertices.
 
     vertices: (N, 2) reference positions, pixels. box: (x0, y0, x1, y1) integer pixel box (x1, y1 exclusive).
+    active: optional (N,) bool: the vertices that take part in the triangulation (others are ignored).
     """
 
-    def __init__(self, vertices: np.ndarray, box: tuple[int, int, int, int], settings: WarpSettings = WarpSettings()) -> None:
+    def __init__(self, vertices: np.ndarray, box: tuple[int, int, int, int], settings: WarpSettings = WarpSettings(),
+                 active: np.ndarray | None = None) -> None:
         self.s = settings
         self.box = tuple(int(v) for v in box)
         x0, y0, x1, y1 = self.box
         self.w, self.h = x1 - x0, y1 - y0
         st = settings.grid_step_px
         self.gw, self.gh = (self.w + st - 1) // st + 1, (self.h + st - 1) // st + 1
-        self.tri = triangulate(vertices)
+        self.active = np.arange(len(vertices)) if active is None else np.nonzero(active)[0]
+        self.tri = triangulate(np.asarray(vertices)[self.active])
         gx, gy = np.meshgrid(np.arange(self.gw) * st + x0, np.arange(self.gh) * st + y0)
         pts = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float64)
         self.weights = self._weights(pts, len(vertices))
@@ -72,7 +75,7 @@ class MeshWarp:
         bary = np.clip(bary, 0, 1)
         bary /= bary.sum(1, keepdims=True)
         rows = np.repeat(np.nonzero(inside)[0], 3)
-        cols = self.tri.simplices[s].ravel()
+        cols = self.active[self.tri.simplices[s]].ravel()
         return sparse.csr_matrix((bary.ravel().astype(np.float32), (rows, cols)), shape=(len(pts), n))
 
     def backward_field(self, displacement: np.ndarray) -> np.ndarray:

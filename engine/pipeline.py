@@ -1,0 +1,204 @@
+"""The streaming pipeline: audio samples in, frames out. Offline render is the same pipeline fed from a file.
+
+    pipe = load_pipeline("portrait.jpg")
+    pipe.push(samples)            # float32 mono 16 kHz, any block size
+    for frame in pipe.pull():     # frames that are ready, in order
+        ...
+    for frame in pipe.finish():   # end of the audio: the rest
+        ...
+
+Stages (each a small callable owned here; this class only orchestrates):
+engine.audio.FeatureStream -> engine.generator (motion) -> engine.renderer.Renderer (frames).
+Frame i covers audio samples [i * spf, (i + 1) * spf) with spf = sample_rate_hz / fps.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import motion as M
+from .audio import AudioSettings, FeatureStream, iter_audio, probe_audio
+from .avatar import Avatar, AvatarSettings, prepare
+from .exceptions import ConfigError
+from .generator import MotionGenerator, make_generator
+from .renderer import Renderer, RendererSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Settings of one pipeline (one portrait, one audio stream)."""
+
+    size_px: int = 512
+    fps: int = 25
+    seed: int = 0
+    generator: str = "baseline"
+    cache_dir: str | None = None
+    landmarker_model: str | None = None
+    sample_rate_hz: int = 16000
+
+    def __post_init__(self) -> None:
+        if self.fps not in (20, 25, 30, 40, 50):
+            raise ConfigError(f"fps must be one of 20, 25, 30, 40, 50 (so a frame is a whole number of "
+                              f"samples), got {self.fps}")
+        if self.sample_rate_hz % self.fps:
+            raise ConfigError(f"sample_rate_hz {self.sample_rate_hz} is not a multiple of fps {self.fps}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        AvatarSettings(size_px=self.size_px)  # validates size_px
+
+    @property
+    def avatar(self) -> AvatarSettings:
+        return AvatarSettings(size_px=self.size_px, landmarker_model=self.landmarker_model, cache_dir=self.cache_dir)
+
+    @property
+    def audio(self) -> AudioSettings:
+        return AudioSettings(sample_rate_hz=self.sample_rate_hz, fps=float(self.fps))
+
+
+@dataclass
+class Frame:
+    """One output frame: index i covers audio [i / fps, (i + 1) / fps)."""
+
+    index: int
+    rgb: np.ndarray       # (S, S, 3) uint8
+    motion: np.ndarray    # (C,) float32, engine.motion channels
+
+
+class PortraitPipeline:
+    """push(samples) / pull() -> frames, for one avatar. Not thread-safe: one owner thread."""
+
+    def __init__(self, avatar: Avatar, settings: PipelineSettings = PipelineSettings(),
+                 renderer_settings: RendererSettings = RendererSettings(),
+                 generator: MotionGenerator | None = None) -> None:
+        self.avatar, self.settings = avatar, settings
+        self.features = FeatureStream(settings.audio)
+        self.generator = generator or make_generator(settings.generator, fps=float(settings.fps), seed=settings.seed)
+        self.generator.reset(settings.seed)
+        self.renderer = Renderer(avatar, renderer_settings)
+        self.timings: dict[str, float] = {"features": 0.0, "motion": 0.0, "render": 0.0}
+        self._next = 0
+        self._finished = False
+
+    @property
+    def samples_per_frame(self) -> int:
+        return self.settings.sample_rate_hz // self.settings.fps
+
+    @property
+    def latency_frames(self) -> int:
+        """Frames of audio beyond frame i that must arrive before frame i is emitted (lookahead + feature pad)."""
+        return int(self.generator.lookahead_frames) + 1
+
+    @property
+    def latency_samples(self) -> int:
+        return self.latency_frames * self.samples_per_frame
+
+    @property
+    def frames_out(self) -> int:
+        return self._next
+
+    def set_controls(self, **controls: float) -> None:
+        """Live controls (expression_intensity, head_motion_speed, ...), passed to the motion generator."""
+        self.generator.set_controls(**controls)
+
+    def push(self, samples: np.ndarray) -> None:
+        """samples: (n,) float32 mono at settings.sample_rate_hz, any n."""
+        if self._finished:
+            raise RuntimeError("push() after finish(): make a new pipeline for a new stream")
+        t = time.perf_counter()
+        self.features.push(np.asarray(samples, np.float32).reshape(-1))
+        self.timings["features"] = (time.perf_counter() - t) * 1e3
+
+    def _render(self, motion: np.ndarray) -> list[Frame]:
+        out = []
+        for row in motion:
+            t = time.perf_counter()
+            rgb = self.renderer(row)
+            self.timings["render"] = (time.perf_counter() - t) * 1e3
+            out.append(Frame(self._next, rgb, row))
+            self._next += 1
+        return out
+
+    def _motion(self, feats: np.ndarray, final: bool) -> np.ndarray:
+        t = time.perf_counter()
+        if len(feats):
+            self.generator.push(feats)
+        rows = self.generator.finish() if final else self.generator.pull()
+        self.timings["motion"] = (time.perf_counter() - t) * 1e3
+        return M.clip(rows) if len(rows) else np.zeros((0, M.NUM_CHANNELS), np.float32)
+
+    def pull(self) -> list[Frame]:
+        """Frames that are ready, in order (possibly none)."""
+        t = time.perf_counter()
+        feats = self.features.pull()
+        self.timings["features"] += (time.perf_counter() - t) * 1e3
+        return self._render(self._motion(feats, final=False))
+
+    def finish(self) -> list[Frame]:
+        """End of the audio: the remaining frames (total = ceil(samples / samples_per_frame))."""
+        if self._finished:
+            return []
+        self._finished = True
+        return self._render(self._motion(self.features.finish(), final=True))
+
+
+def load_pipeline(image: str | os.PathLike | np.ndarray, settings: PipelineSettings = PipelineSettings(),
+                  renderer_settings: RendererSettings = RendererSettings()) -> PortraitPipeline:
+    """Prepare (or load from cache) the avatar of `image` and build a pipeline for it."""
+    return PortraitPipeline(prepare(image, settings.avatar), settings, renderer_settings)
+
+
+@dataclass
+class RenderReport:
+    out_path: Path
+    frames: int
+    duration_s: float
+    seconds_elapsed: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fps_rendered(self) -> float:
+        return self.frames / max(self.seconds_elapsed, 1e-9)
+
+
+def render_file(image: str | os.PathLike | np.ndarray, audio_path: str | os.PathLike, out_path: str | os.PathLike,
+                settings: PipelineSettings = PipelineSettings(), progress: bool = True,
+                renderer_settings: RendererSettings = RendererSettings()) -> RenderReport:
+    """Photo + audio file -> MP4 (H.264 + AAC). Streams: memory does not grow with the audio's length.
+
+    Inputs are checked before the output is created; on any error no partial output file remains.
+    """
+    from tqdm import tqdm
+
+    from .video import Mp4Writer, VideoSettings
+
+    t0 = time.perf_counter()
+    info = probe_audio(audio_path)                 # bad audio fails here, before anything is written
+    pipe = load_pipeline(image, settings, renderer_settings)
+    total = int(np.ceil(info.duration_s * settings.fps - 1e-6))
+    S = settings.size_px
+    bar = tqdm(total=total, unit="frame", desc="render", disable=not progress, leave=False)
+    writer = Mp4Writer(out_path, S, S, VideoSettings(fps=settings.fps), audio_path=audio_path)
+    try:
+        for block in iter_audio(audio_path, settings.sample_rate_hz):
+            pipe.push(block)
+            for f in pipe.pull():
+                writer.write(f.rgb)
+                bar.update(1)
+        for f in pipe.finish():
+            writer.write(f.rgb)
+            bar.update(1)
+        path = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        bar.close()
+    return RenderReport(Path(path), pipe.frames_out, pipe.frames_out / settings.fps,
+                        time.perf_counter() - t0, list(pipe.avatar.notes))

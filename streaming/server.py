@@ -35,7 +35,7 @@ from emote.streaming.ice import filter_sdp_candidates, restrict_ice_addresses
 from emote.streaming.metrics import CONTENT_TYPE_LATEST, StreamingMetrics
 from emote.streaming.session import Session, SessionOptions
 
-__all__ = ["ServerSettings", "make_app", "run_server", "PipelineFactory"]
+__all__ = ["ServerSettings", "make_app", "run_server", "PipelineFactory", "STATE"]
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +256,9 @@ class _Server:
         await asyncio.gather(*(s.close("server shutting down") for s in list(self.sessions.values())))
 
 
+STATE = web.AppKey("emote", _Server)      # app[STATE]: sessions, metrics, portraits
+
+
 def make_app(settings: ServerSettings = ServerSettings(),
              pipeline_factory: PipelineFactory | None = None) -> web.Application:
     """The aiohttp application (routes above). ``pipeline_factory(path)`` defaults to the
@@ -263,7 +266,7 @@ def make_app(settings: ServerSettings = ServerSettings(),
     restrict_ice_addresses(settings.ice_addresses)
     srv = _Server(settings, pipeline_factory or _default_factory(settings))
     app = web.Application(client_max_size=1 << 20)
-    app["emote"] = srv
+    app[STATE] = srv
     app.router.add_post("/offer", srv.offer)
     app.router.add_get("/ws", srv.websocket)
     app.router.add_get("/metrics", srv.metrics_route)
@@ -280,7 +283,7 @@ def make_app(settings: ServerSettings = ServerSettings(),
 
 async def warm_up(app: web.Application) -> None:
     """Prepare every portrait once (fills the avatar cache; a bad image fails here, not later)."""
-    srv: _Server = app["emote"]
+    srv: _Server = app[STATE]
     for name in srv.portraits:
         await srv.load_pipeline(name)
 

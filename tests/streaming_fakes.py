@@ -80,3 +80,83 @@ def mouth_opening(rgb: np.ndarray) -> float:
     s = rgb.shape[0]
     box = rgb[int(s * 0.5):int(s * 0.8), s // 4 + 4:3 * s // 4 - 4].astype(np.float32).mean(axis=2)
     return float((box < 90).mean())
+
+
+# -- servers and speech for the streaming tests ------------------------------------------------
+LOOPBACK = ("127.0.0.1",)
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def start_server(factory=None, **settings):
+    """In-process server on a free loopback port; returns (runner, base URL, server state)."""
+    from aiohttp import web
+    from emote.streaming.server import STATE, ServerSettings, make_app
+    settings.setdefault("portraits", (("a", "a.jpg"), ("b", "b.jpg")))
+    s = ServerSettings(host="127.0.0.1", port=free_port(), ice_addresses=LOOPBACK, **settings)
+    app = make_app(s, factory or (lambda path: FakePipeline(shade=180 if path == "a.jpg" else 90)))
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, s.host, s.port).start()
+    return runner, f"http://{s.host}:{s.port}", app[STATE]
+
+
+def speech_with_pauses(path: str, texts=("Hello there, this is a live portrait test.",
+                                         "And now it speaks again, after a pause."),
+                       pause_s: float = 1.5, lead_s: float = 0.5) -> np.ndarray:
+    """espeak-ng utterances separated by silences -> float32 mono 48 kHz, also written as WAV.
+
+    Returns the samples; ``path`` gets a 48 kHz s16 WAV of the same."""
+    import subprocess
+    import tempfile
+    import wave
+    from emote.clients.client import read_audio_48k
+    parts = [np.zeros(int(lead_s * 48000), np.float32)]
+    with tempfile.TemporaryDirectory() as d:
+        for i, t in enumerate(texts):
+            p = f"{d}/{i}.wav"
+            subprocess.run(["espeak-ng", "-v", "en", "-s", "150", "-w", p, t], check=True)
+            parts += [read_audio_48k(p) * 0.8, np.zeros(int(pause_s * 48000), np.float32)]
+    x = np.concatenate(parts)
+    with wave.open(path, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(48000)
+        w.writeframes((np.clip(x, -1, 1) * 32767).astype(np.int16).tobytes())
+    return x
+
+
+def envelope(x: np.ndarray, rate: int, hop_s: float = 0.01) -> np.ndarray:
+    """RMS per ``hop_s`` window."""
+    h = int(rate * hop_s)
+    n = len(x) // h
+    return np.sqrt(np.mean(x[:n * h].reshape(n, h) ** 2, axis=1))
+
+
+def best_lag_s(a: np.ndarray, b: np.ndarray, hop_s: float, max_lag_s: float) -> float:
+    """Lag L (s) maximising corr(a[t], b[t + L]): b lags a by L."""
+    a = (a - a.mean()) / (a.std() + 1e-9)
+    b = (b - b.mean()) / (b.std() + 1e-9)
+    n = min(len(a), len(b))
+    best, arg = -np.inf, 0
+    m = int(max_lag_s / hop_s)
+    for k in range(-m, m + 1):
+        if k >= 0:
+            c = float(np.mean(a[:n - k] * b[k:n]))
+        else:
+            c = float(np.mean(a[-k:n] * b[:n + k]))
+        if c > best:
+            best, arg = c, k
+    return arg * hop_s
+
+
+def mouth_track(rec, opening) -> tuple[np.ndarray, np.ndarray]:
+    """(times s from pts, mouth opening) of the received video."""
+    t = np.array([p / 90000 for p, _, _ in rec.video])
+    m = np.array([opening(f) for _, _, f in rec.video])
+    return t, m

@@ -1,0 +1,239 @@
+"""streaming.server: signaling, auth, errors, control channel, metrics, session lifetime, leaks.
+
+The engine here is tests/streaming_fakes.FakePipeline (cheap, so these tests are about the
+server); test_client.py and test_browser.py drive the real pipeline.
+"""
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import aiohttp
+import numpy as np
+import pytest
+
+from emote.clients.client import ClientSettings, FileAudioTrack, ServerRefused, run_client
+from emote.engine.exceptions import ConfigError
+from emote.streaming.server import ServerSettings
+from streaming_fakes import LOOPBACK, start_server
+
+TOKEN = "s3cret-token"
+TONE = (0.3 * np.sin(np.arange(48000 * 3) * 0.06)).astype(np.float32)
+
+
+def _client(url, seconds=1.5, **kw) -> ClientSettings:
+    return ClientSettings(url, seconds=seconds, ice_addresses=LOOPBACK, **kw)
+
+
+async def _offer_sdp() -> str:
+    from aiortc import RTCConfiguration, RTCPeerConnection
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("audio", direction="sendrecv")
+    pc.addTransceiver("video", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp
+
+
+def test_token_missing_or_wrong_is_401_everywhere_and_the_server_keeps_serving():
+    async def go():
+        runner, url, app = await start_server(token=TOKEN)
+        out = {}
+        try:
+            async with aiohttp.ClientSession() as http:
+                sdp = await _offer_sdp()
+                for name, hdr, q in [("none", {}, ""), ("wrong", {"Authorization": "Bearer nope-nope"}, ""),
+                                     ("wrongq", {}, "?token=nope")]:
+                    async with http.post(url + "/offer" + q, json={"sdp": sdp, "type": "offer"}, headers=hdr) as r:
+                        out[f"offer-{name}"] = r.status
+                    async with http.get(url + "/metrics" + q, headers=hdr) as r:
+                        out[f"metrics-{name}"] = r.status
+                    async with http.get(url + "/ws?session=x" + q.replace("?", "&"), headers=hdr) as r:
+                        out[f"ws-{name}"] = r.status
+                async with http.get(url + f"/metrics?token={TOKEN}") as r:
+                    out["metrics-ok"] = r.status
+            rec = await run_client(_client(url, token=TOKEN), FileAudioTrack(TONE))
+            out["frames"] = len(rec.video)
+            with pytest.raises(ServerRefused) as e:
+                await run_client(_client(url, token="wrong-token"), FileAudioTrack(TONE))
+            out["client-wrong"] = e.value.status
+        finally:
+            await runner.cleanup()
+        return out
+    out = asyncio.run(go())
+    assert all(v == 401 for k, v in out.items() if k.startswith(("offer-", "metrics-w", "metrics-n", "ws-"))), out
+    assert out["metrics-ok"] == 200 and out["client-wrong"] == 401 and out["frames"] > 20
+
+
+def test_malformed_json_or_sdp_is_400_with_a_message_and_the_server_keeps_serving():
+    async def go():
+        runner, url, app = await start_server()
+        res = []
+        try:
+            async with aiohttp.ClientSession() as http:
+                for body in [b"{not json", b'["a list"]', json.dumps({"type": "offer"}).encode(),
+                             json.dumps({"sdp": "hello", "type": "offer"}).encode(),
+                             json.dumps({"sdp": "v=0\r\nthis is not sdp\r\n", "type": "offer"}).encode(),
+                             json.dumps({"sdp": "v=0\r\n", "type": "answer"}).encode()]:
+                    async with http.post(url + "/offer", data=body,
+                                         headers={"Content-Type": "application/json"}) as r:
+                        res.append((r.status, await r.text()))
+                async with http.post(url + "/offer", json={"sdp": await _offer_sdp(), "type": "offer",
+                                                          "portrait": "nobody"}) as r:
+                    res.append((r.status, await r.text()))
+            rec = await run_client(_client(url), FileAudioTrack(TONE))
+            for _ in range(100):
+                if not app.sessions:
+                    break
+                await asyncio.sleep(0.02)
+            left = len(app.sessions)
+        finally:
+            await runner.cleanup()
+        return res, rec, left
+    res, rec, left = asyncio.run(go())
+    assert [s for s, _ in res] == [400, 400, 400, 400, 400, 400, 404], res
+    assert all(len(t) > 10 for _, t in res)                 # a message, not just a status
+    assert "JSON" in res[0][1] and "SDP" in res[4][1]
+    assert len(rec.video) > 20 and left == 0
+
+
+def test_max_sessions_and_control_channel_and_metrics():
+    async def go():
+        runner, url, app = await start_server(max_sessions=1, stats_interval_s=0.2)
+        try:
+            first = asyncio.create_task(run_client(_client(url, seconds=3.0), FileAudioTrack(TONE)))
+            await asyncio.sleep(1.0)
+            with pytest.raises(ServerRefused) as e:
+                await run_client(_client(url), FileAudioTrack(TONE))
+            sid = next(iter(app.sessions))
+            async with aiohttp.ClientSession() as http:
+                async with http.ws_connect(url + f"/ws?session={sid}") as ws:
+                    replies = []
+                    for m in [{"type": "controls", "expression_intensity": 0.5, "head_motion_speed": 2},
+                              {"type": "controls", "expression_intensity": 9},
+                              {"type": "portrait", "name": "b"}, {"type": "nonsense"}, "not json"]:
+                        await ws.send_str(m if isinstance(m, str) else json.dumps(m))
+                        while (r := await ws.receive_json())["type"] == "stats":
+                            stats = r
+                        replies.append(r)
+                async with http.get(url + "/metrics") as r:
+                    metrics = await r.text()
+            await first
+        finally:
+            await runner.cleanup()
+        return e.value.status, replies, stats, metrics
+    status, replies, stats, metrics = asyncio.run(go())
+    assert status == 503
+    assert [r["type"] for r in replies] == ["controls", "error", "portrait", "error", "error"]
+    assert replies[0]["expression_intensity"] == 0.5
+    assert stats["fps_sent"] > 20 and "render" in stats["stages_ms"] and stats["delay_ms"] > 100
+    for stage in ("arrival_to_window", "features", "motion", "render", "window_to_frame",
+                  "frame_to_sent", "arrival_to_sent"):
+        assert f'emote_stage_seconds_count{{stage="{stage}"}}' in metrics
+    assert "process_resident_memory_bytes" in metrics and "emote_sessions_active 1.0" in metrics
+
+
+def test_two_sessions_with_different_portraits_never_mix():
+    async def go():
+        runner, url, app = await start_server()
+        try:
+            a, b = await asyncio.gather(
+                run_client(_client(url, seconds=2.5, portrait="a"), FileAudioTrack(TONE)),
+                run_client(_client(url, seconds=2.5, portrait="b"), FileAudioTrack(TONE * 0)))
+        finally:
+            await runner.cleanup()
+        return a, b
+    a, b = asyncio.run(go())
+    shade = lambda rec: [int(np.median(f[:8, :8])) for _, _, f in rec.video]  # noqa: E731
+    assert len(a.video) > 40 and len(b.video) > 40
+    assert all(abs(s - 180) < 12 for s in shade(a)) and all(abs(s - 90) < 12 for s in shade(b))
+    assert np.abs(b.audio_array()).max() < 0.01 < np.abs(a.audio_array()).max()   # voices too
+
+
+_KILLABLE = textwrap.dedent("""
+    import asyncio, sys, numpy as np
+    from emote.clients.client import ClientSettings, FileAudioTrack, run_client
+    tone = (0.3 * np.sin(np.arange(48000 * 60) * 0.06)).astype(np.float32)
+    cfg = ClientSettings(sys.argv[1], seconds=60, ice_addresses=("127.0.0.1",),
+                         control_channel=sys.argv[2] == "ws", keep_frames=False)
+    asyncio.run(run_client(cfg, FileAudioTrack(tone)))
+""")
+
+
+@pytest.mark.parametrize("control", ["ws", "rtp-only"])
+def test_a_killed_client_frees_its_session_within_5_s(control):
+    async def go():
+        runner, url, app = await start_server()
+        proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, url, control], stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(200):
+                await asyncio.sleep(0.1)
+                if app.sessions and next(iter(app.sessions.values())).counters["frames_sent"] > 10:
+                    break
+            assert app.sessions, "the client never connected"
+            os.kill(proc.pid, signal.SIGKILL)
+            t = time.monotonic()
+            while app.sessions and time.monotonic() - t < 8:
+                await asyncio.sleep(0.05)
+            return time.monotonic() - t, len(app.sessions)
+        finally:
+            proc.kill()
+            proc.wait()
+            await runner.cleanup()
+    took, left = asyncio.run(go())
+    assert left == 0 and took < 5.0, took
+
+
+def test_twenty_connect_disconnect_cycles_leak_no_tasks_threads_or_memory():
+    import tracemalloc
+
+    async def go():
+        runner, url, app = await start_server()
+        srv = app
+        sizes, tasks, threads = [], [], []
+        try:
+            for i in range(20):
+                rec = await run_client(_client(url, seconds=0.6, keep_frames=False), FileAudioTrack(TONE))
+                assert rec.video, f"cycle {i}: no video"
+                for _ in range(100):
+                    if not srv.sessions:
+                        break
+                    await asyncio.sleep(0.02)
+                await asyncio.sleep(0.05)
+                gc.collect()
+                if i == 4:
+                    tracemalloc.start()
+                tasks.append(len(asyncio.all_tasks()))
+                threads.append(sum(t.name.startswith("engine-") for t in threading.enumerate()))
+                if i >= 4:
+                    sizes.append(tracemalloc.get_traced_memory()[0])
+        finally:
+            tracemalloc.stop()
+            await runner.cleanup()
+        return sizes, tasks, threads, len(srv.sessions)
+    sizes, tasks, threads, left = asyncio.run(go())
+    assert left == 0 and max(threads) == 0
+    assert max(tasks[5:]) <= tasks[4], tasks                  # no task survives its session
+    growth = (sizes[-1] - sizes[0]) / 15
+    assert growth < 150_000, f"{growth:.0f} bytes per cycle still allocated"
+
+
+def test_settings_are_validated():
+    with pytest.raises(ConfigError):
+        ServerSettings(max_sessions=0)
+    with pytest.raises(ConfigError):
+        ServerSettings(token="short")
+    with pytest.raises(ConfigError):
+        ServerSettings(portraits=(("a", "1.jpg"), ("a", "2.jpg")))
+    s = ServerSettings()
+    assert (s.host, s.port, s.ice_servers) == ("127.0.0.1", 8080, ())
+    assert s.rtc_configuration().iceServers == []

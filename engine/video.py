@@ -1,0 +1,362 @@
+"""MP4 output (H.264 + AAC through PyAV), atomic, with the voice muxed in as frames are written.
+
+``Mp4Writer`` takes RGB frames one at a time and, after each one, decodes the audio file just far
+enough to cover the video written so far, re-encodes it to AAC and lets the muxer interleave the
+two streams. Audio is never held in memory as a whole, so any length works. On ``close()`` the
+rest of the audio is encoded (the audio stream keeps its full duration even when it outlasts
+the video) and the temporary file is renamed onto the target; on ``abort()`` or an exception
+inside ``with`` nothing is left behind.
+
+Every timestamp derives from counts: video frame ``i`` has pts ``i`` in a 1/fps time base, audio
+pts are sample counts in a 1/sample_rate time base.
+
+``read_video`` / ``probe_video`` / ``iter_frames`` read a file back (tests, benchmarks).
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+
+from .exceptions import AudioError, ConfigError, EmoteError
+
+__all__ = ["VideoSettings", "Mp4Writer", "rgb_to_i420", "VideoInfo", "probe_video", "iter_frames", "read_video"]
+
+_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+_AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
+_AAC_FRAME = 1024
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    """Encoder settings of an MP4 file.
+
+    fps: video frame rate; crf: x264 constant rate factor (0 = lossless, 51 = worst; 18-23 looks
+    good); preset: x264 speed preset; audio_bitrate_bps: AAC bit rate; threads: x264 threads
+    (0 = as many as there are cores).
+    """
+
+    fps: int = 25
+    crf: int = 20
+    preset: str = "veryfast"
+    audio_bitrate_bps: int = 128000
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.fps, int) or not 1 <= self.fps <= 120:
+            raise ConfigError(f"fps must be a whole number within 1..120, got {self.fps!r}")
+        if not isinstance(self.crf, int) or not 0 <= self.crf <= 51:
+            raise ConfigError(f"crf must be a whole number within 0..51, got {self.crf!r}")
+        if self.preset not in _PRESETS:
+            raise ConfigError(f"preset must be one of {', '.join(_PRESETS)}; got {self.preset!r}")
+        if not isinstance(self.audio_bitrate_bps, int) or not 16000 <= self.audio_bitrate_bps <= 512000:
+            raise ConfigError(f"audio_bitrate_bps must be within 16000..512000, got {self.audio_bitrate_bps!r}")
+        if not isinstance(self.threads, int) or not 0 <= self.threads <= 64:
+            raise ConfigError(f"threads must be within 0..64, got {self.threads!r}")
+
+
+class _AudioSource:
+    """Decodes an audio file lazily and feeds AAC-ready frames (fltp, 1024 samples) to a stream."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise AudioError(f"audio file {path} does not exist")
+        if path.stat().st_size == 0:
+            raise AudioError(f"audio file {path} is empty")
+        try:
+            self._in = av.open(str(path), "r")
+        except av.FFmpegError as e:
+            raise AudioError(f"cannot read {path} as audio ({_ff_msg(e)}): use a WAV, MP3, M4A, OGG or FLAC file") from None
+        try:
+            if not self._in.streams.audio:
+                raise AudioError(f"{path} has no audio stream")
+            ins = self._in.streams.audio[0]
+            ctx = ins.codec_context
+            self.rate = ctx.sample_rate if ctx.sample_rate in _AAC_RATES else 48000
+            self.layout = "mono" if (ctx.channels or 1) == 1 else "stereo"
+            self._frames = self._in.decode(ins)
+        except BaseException:
+            self._in.close()
+            raise
+        self.path = path
+        self._resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate,
+                                            frame_size=_AAC_FRAME)
+        self.samples = 0   # samples handed to the encoder
+        self.done = False
+        self._flushed = False
+
+    def feed(self, stream: av.audio.stream.AudioStream, container: av.container.OutputContainer,
+             until_samples: int | None) -> None:
+        """Encode and mux audio until at least ``until_samples`` samples are out (None: to the end)."""
+        while not self.done and (until_samples is None or self.samples < until_samples):
+            try:
+                frame = next(self._frames)
+            except StopIteration:
+                frame = None
+            except av.FFmpegError as e:
+                raise AudioError(f"cannot decode {self.path} ({_ff_msg(e)}): the file is damaged or truncated") from None
+            if frame is None:
+                self.done = True
+                out = self._resampler.resample(None)
+            else:
+                frame.pts = None  # the resampler numbers samples itself; source timestamps are ignored
+                out = self._resampler.resample(frame)
+            for f in out:
+                f.pts = self.samples
+                f.time_base = Fraction(1, self.rate)
+                self.samples += f.samples
+                container.mux(stream.encode(f))
+        if self.done and not self._flushed:
+            self._flushed = True
+            container.mux(stream.encode(None))
+
+    def close(self) -> None:
+        self._in.close()
+
+
+try:  # OpenCV converts RGB -> I420 about 5x faster than swscale (0.7 ms vs 3-4 ms at 512x512)
+    import cv2 as _cv2
+except ImportError:  # pragma: no cover - opencv comes with mediapipe; swscale is the fallback
+    _cv2 = None
+
+# BT.601 limited range ("tv"), as swscale and every player assume for untagged SD video:
+# OpenCV's YCrCb is full range, so rescale Y to 16..235 and Cb/Cr to 16..240.
+_KY, _BY = 219 / 255, 16.0
+_KC, _BC = 224 / 255, 128 * (1 - 224 / 255)
+
+
+def rgb_to_i420(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB, H and W even -> (H*3/2, W) uint8 planar YUV 4:2:0, BT.601 limited range.
+
+    Chroma is the 2x2 mean (INTER_AREA) of full-resolution Cb/Cr.
+    """
+    h, w = rgb.shape[:2]
+    n, q = h * w, (h // 2) * (w // 2)
+    out = np.empty(n + 2 * q, np.uint8)
+    ycc = _cv2.cvtColor(rgb, _cv2.COLOR_RGB2YCrCb)
+    _cv2.convertScaleAbs(_cv2.extractChannel(ycc, 0), out[:n].reshape(h, w), _KY, _BY)
+    small = _cv2.resize(ycc, (w // 2, h // 2), interpolation=_cv2.INTER_AREA)
+    _cv2.convertScaleAbs(_cv2.extractChannel(small, 2), out[n:n + q].reshape(h // 2, w // 2), _KC, _BC)  # U=Cb
+    _cv2.convertScaleAbs(_cv2.extractChannel(small, 1), out[n + q:].reshape(h // 2, w // 2), _KC, _BC)   # V=Cr
+    return out.reshape(h * 3 // 2, w)
+
+
+def _ff_msg(e: Exception) -> str:
+    return getattr(e, "strerror", None) or str(e)
+
+
+class Mp4Writer:
+    """Writes RGB frames to an MP4 (H.264 yuv420p + AAC), atomically. Use as a context manager.
+
+    >>> with Mp4Writer("out.mp4", 512, 512, audio_path="voice.wav") as w:   # doctest: +SKIP
+    ...     for frame in frames:
+    ...         w.write(frame)          # (512, 512, 3) uint8 RGB
+    """
+
+    def __init__(self, out_path: str | os.PathLike, width: int, height: int,
+                 settings: VideoSettings = VideoSettings(), audio_path: str | os.PathLike | None = None) -> None:
+        if width % 2 or height % 2 or not (16 <= width <= 8192 and 16 <= height <= 8192):
+            raise ConfigError(f"video size must be even and within 16..8192, got {width}x{height}")
+        self.out_path = Path(out_path)
+        self.width, self.height, self.settings = int(width), int(height), settings
+        self.frames = 0
+        self._finished = False
+        self._audio: _AudioSource | None = None
+        self._out: av.container.OutputContainer | None = None
+        if audio_path is not None:
+            self._audio = _AudioSource(Path(audio_path))
+        try:
+            parent = self.out_path.parent
+            parent.mkdir(parents=True, exist_ok=True)
+            # same directory as the target, so os.replace is atomic; mode 0666 less the umask
+            tmp = parent / f".{self.out_path.name}.{secrets.token_hex(4)}.part"
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            self._tmp = tmp
+        except OSError as e:
+            self._close_inputs()
+            raise EmoteError(f"cannot write {self.out_path}: {e.strerror or e}") from None
+        try:
+            self._open()
+        except BaseException:
+            self.abort()
+            raise
+
+    def _open(self) -> None:
+        s = self.settings
+        self._out = av.open(str(self._tmp), "w", format="mp4", options={"movflags": "+faststart"})
+        v = self._out.add_stream("libx264", rate=s.fps)
+        v.width, v.height, v.pix_fmt = self.width, self.height, "yuv420p"
+        self._vtb = Fraction(1, s.fps)
+        v.codec_context.time_base = self._vtb
+        v.options = {"crf": str(s.crf), "preset": s.preset}
+        v.codec_context.thread_count = s.threads
+        v.codec_context.thread_type = "FRAME"
+        # Tag the colours (BT.601, limited range: what swscale converts with) so players agree.
+        cc = v.codec_context
+        cc.colorspace, cc.color_range, cc.color_primaries, cc.color_trc = 6, 1, 6, 6  # smpte170m, tv
+        self._v = v
+        self._a = None
+        if self._audio is not None:
+            a = self._out.add_stream("aac", rate=self._audio.rate)
+            a.layout = self._audio.layout
+            a.bit_rate = s.audio_bitrate_bps
+            a.time_base = Fraction(1, self._audio.rate)
+            self._a = a
+
+    def _close_inputs(self) -> None:
+        if self._audio is not None:
+            self._audio.close()
+
+    def __enter__(self) -> "Mp4Writer":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def write(self, frame_rgb: np.ndarray) -> None:
+        """Append one frame: (H, W, 3) uint8 RGB (an alpha channel, if any, is ignored)."""
+        if self._finished or self._out is None:
+            raise RuntimeError("Mp4Writer is closed")
+        f = np.asarray(frame_rgb)
+        if f.dtype != np.uint8 or f.ndim != 3 or f.shape[:2] != (self.height, self.width) or f.shape[2] not in (3, 4):
+            raise ValueError(f"frame must be ({self.height}, {self.width}, 3) uint8 RGB, "
+                             f"got {f.shape} {f.dtype}")
+        if f.shape[2] == 4:
+            f = f[..., :3]
+        f = np.ascontiguousarray(f)
+        if _cv2 is not None:
+            vf = av.VideoFrame.from_ndarray(rgb_to_i420(f), format="yuv420p")
+        else:  # pragma: no cover
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+        vf.pts = self.frames
+        vf.time_base = self._vtb  # not the stream's: the muxer changes that once the header is out
+        self._out.mux(self._v.encode(vf))
+        self.frames += 1
+        if self._audio is not None:
+            # audio up to the end of the frame just written: frame i covers [i/fps, (i+1)/fps)
+            until = (self.frames * self._audio.rate + self.settings.fps - 1) // self.settings.fps
+            self._audio.feed(self._a, self._out, until)
+
+    def close(self) -> Path:
+        """Flush the encoders, encode the rest of the audio, and move the file into place."""
+        if self._finished:
+            raise RuntimeError("Mp4Writer is closed")
+        try:
+            self._out.mux(self._v.encode(None))
+            if self._audio is not None:
+                self._audio.feed(self._a, self._out, None)
+            self._out.close()
+            self._out = None
+            self._close_inputs()
+            os.replace(self._tmp, self.out_path)
+        except BaseException:
+            self.abort()
+            raise
+        self._finished = True
+        return self.out_path
+
+    def abort(self) -> None:
+        """Stop and remove everything written (the target, if it existed before, is left as it was)."""
+        if self._finished:
+            return
+        self._finished = True
+        if self._out is not None:
+            try:
+                self._out.close()
+            except Exception:  # noqa: BLE001 - closing a half-written file may fail; it is deleted anyway
+                pass
+            self._out = None
+        try:
+            self._close_inputs()
+        except Exception:  # noqa: BLE001
+            pass
+        tmp = getattr(self, "_tmp", None)
+        if tmp is not None:
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+
+    def __del__(self) -> None:
+        # A writer dropped without close() or abort() leaves no temporary file behind.
+        if not getattr(self, "_finished", True):
+            self.abort()
+
+
+# --------------------------------------------------------------------------- reading back
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: float
+    frames: int                  # as counted by decoding, not from the header
+    video_codec: str
+    pix_fmt: str
+    audio_codec: str | None
+    audio_rate: int | None
+    audio_channels: int | None
+    audio_duration_s: float      # decoded samples / rate (0.0 without audio)
+
+
+def _open_read(path: str | os.PathLike) -> av.container.InputContainer:
+    try:
+        return av.open(str(path), "r")
+    except (av.FFmpegError, OSError) as e:
+        raise EmoteError(f"cannot read video {path}: {_ff_msg(e)}") from None
+
+
+def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """Decoded frames of the first video stream, one (H, W, 3) uint8 RGB array at a time."""
+    with _open_read(path) as c:
+        for fr in c.decode(video=0):
+            yield fr.to_ndarray(format="rgb24")
+
+
+def _audio_samples(path: str | os.PathLike) -> tuple[int, int]:
+    with _open_read(path) as c:
+        if not c.streams.audio:
+            return 0, 0
+        n, rate = 0, c.streams.audio[0].codec_context.sample_rate
+        for fr in c.decode(audio=0):
+            n += fr.samples
+        return n, rate
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Stream facts of a written file; frames and audio duration are counted by decoding."""
+    with _open_read(path) as c:
+        if not c.streams.video:
+            raise EmoteError(f"{path} has no video stream")
+        vs = c.streams.video[0]
+        vcc = vs.codec_context
+        fps = float(vs.average_rate or vs.guessed_rate or 0)
+        frames = sum(1 for _ in c.demux(vs) if _.size)
+        a = c.streams.audio[0] if c.streams.audio else None
+        info = dict(width=vcc.width, height=vcc.height, fps=fps, frames=frames, video_codec=vcc.name,
+                    pix_fmt=vcc.pix_fmt or "", audio_codec=a.codec_context.name if a else None,
+                    audio_rate=a.codec_context.sample_rate if a else None,
+                    audio_channels=a.codec_context.channels if a else None)
+    n, rate = _audio_samples(path)
+    return VideoInfo(**info, audio_duration_s=n / rate if rate else 0.0)
+
+
+def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float, float]:
+    """Whole file -> (frames (N, H, W, 3) uint8 RGB, fps, audio duration in s). For tests: holds it all."""
+    frames = list(iter_frames(path))
+    with _open_read(path) as c:
+        vs = c.streams.video[0]
+        fps = float(vs.average_rate or vs.guessed_rate or 0)
+    n, rate = _audio_samples(path)
+    arr = np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8)
+    return arr, fps, (n / rate if rate else 0.0)

@@ -123,6 +123,53 @@ class MouthPainter:
         return (out * depth[..., None]).clip(0, 255)
 
 
+class EyelidPainter:
+    """Covers the eye with lid skin as the lids close (the warp alone leaves a line of eye showing).
+
+    The lid colour is sampled from the photo just above each upper lid; a thin lash line is drawn
+    where the lids meet.
+    """
+
+    def __init__(self, avatar: Avatar, rig: Rig) -> None:
+        self.rig = rig
+        self.eyes = ((L.EYE_R_UPPER, L.EYE_R_LOWER), (L.EYE_L_UPPER, L.EYE_L_LOWER))
+        img = avatar.image.astype(np.float32)
+        self.lid_rgb, self.ref_gap = [], []
+        for up, lo in self.eyes:
+            pu = rig.vertices[list(up), :2]
+            band = np.vstack([pu[2:-2] - rig.ey * rig.u * k for k in (0.06, 0.09, 0.12)])
+            ij = np.clip(np.round(band).astype(int), 0, avatar.size_px - 1)
+            self.lid_rgb.append(np.median(img[ij[:, 1], ij[:, 0]], 0))
+            self.ref_gap.append(float(((rig.vertices[list(lo[2:-2]), :2] - pu[2:-2]) @ rig.ey).mean()))
+
+    def paint(self, frame: np.ndarray, verts: np.ndarray) -> None:
+        """Composite lids into frame (S, S, 3) uint8 in place, verts (N, 2) deformed pixels."""
+        for (up, lo), rgb, g0 in zip(self.eyes, self.lid_rgb, self.ref_gap):
+            pu, pl = verts[list(up)], verts[list(lo)]
+            gap = float(((pl[2:-2] - pu[2:-2]) @ self.rig.ey).mean())
+            closed = float(_smooth(np.array((1 - gap / max(g0, 1e-3) - 0.35) / 0.5)))
+            if closed <= 0.01:
+                continue
+            pts = np.vstack([pu, pl[::-1]])
+            x0, y0 = np.floor(pts.min(0)).astype(int) - 4
+            x1, y1 = np.ceil(pts.max(0)).astype(int) + 5
+            S = frame.shape[0]
+            x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, S), min(y1, S)
+            if x1 - x0 < 3 or y1 - y0 < 3:
+                continue
+            m = np.zeros((y1 - y0, x1 - x0), np.float32)
+            poly = np.round((pts - (x0, y0)) * 16).astype(np.int32)
+            cv2.fillPoly(m, [poly], 1.0, lineType=cv2.LINE_AA, shift=4)
+            m = cv2.dilate(m, np.ones((3, 3), np.uint8))
+            m = cv2.GaussianBlur(m, (5, 5), 1.0)
+            lash = np.zeros_like(m)
+            cv2.polylines(lash, [np.round((pl - (x0, y0)) * 16).astype(np.int32)], False, 1.0, 1, cv2.LINE_AA, 4)
+            colour = np.broadcast_to(rgb, m.shape + (3,)).astype(np.float32)
+            lash = cv2.GaussianBlur(lash, (3, 3), 0.7)
+            colour = colour * (1 - 0.5 * lash[..., None])
+            blend_into(frame[y0:y1, x0:x1], colour, m * closed)
+
+
 class Renderer:
     """Motion -> frames for one avatar. ``renderer(motion)`` -> (S, S, 3) uint8 RGB.
 
@@ -140,11 +187,15 @@ class Renderer:
         self.warp = MeshWarp(self.rig.vertices[:, :2], (x0, y0, x1, y1),
                              WarpSettings(settings.grid_step_px, settings.inverse_iterations), active=self.rig.active)
         self.mouth = MouthPainter(avatar, self.rig, settings)
+        self.eyelids = EyelidPainter(avatar, self.rig)
+        self.head_mask = self.warp.full_mask((S, S))   # (S, S) bool: the only pixels that ever change
         self._ref = np.ascontiguousarray(avatar.image)
 
     def __call__(self, motion: np.ndarray) -> np.ndarray:
         d = self.rig.displacement(motion)
         frame = self.warp.warp(self._ref, d)
+        verts = self.rig.vertices[:, :2] + d
         if self.s.mouth_interior:
-            self.mouth.paint(frame, self.rig.vertices[:, :2] + d)
+            self.mouth.paint(frame, verts)
+        self.eyelids.paint(frame, verts)
         return frame

@@ -209,7 +209,7 @@ class Rig:
         for name, (up, lo, iris) in eyes.items():
             c, up_l, lo_l = self._eye_local(up, lo)
             loc = self._local(c)
-            phi = _between(loc[:, 0], loc[:, 1], up_l, lo_l, self.s.blink_meet, 0.32, 0.12)
+            phi = _between(loc[:, 0], loc[:, 1], up_l, lo_l, self.s.blink_meet, 0.24, 0.12)
             gap = np.interp(loc[:, 0], np.sort(up_l[:, 0]), (lo_l - up_l)[np.argsort(up_l[:, 0]), 1])
             near = np.abs(loc[:, 1]) < 0.6
             w = np.where(near, gap * phi, 0).astype(np.float32)

@@ -64,6 +64,18 @@ class MeshWarp:
         self._grid = np.dstack([ix, iy])
         fx, fy = np.meshgrid(np.arange(self.w, dtype=np.float32) + x0, np.arange(self.h, dtype=np.float32) + y0)
         self._full = np.dstack([fx, fy])
+        self.mask = self._region_mask(np.asarray(vertices)[self.active])
+
+    def _region_mask(self, vertices: np.ndarray) -> np.ndarray:
+        """(h, w) bool: the pixels of the box that the warp may change (the mesh hull, dilated by the grid)."""
+        x0, y0, _, _ = self.box
+        hull = vertices[self.tri.convex_hull.ravel()] - (x0, y0)
+        m = np.zeros((self.h, self.w), np.uint8)
+        pts = cv2.convexHull(np.round(hull * 16).astype(np.int32))
+        cv2.fillConvexPoly(m, pts, 1, lineType=cv2.LINE_8, shift=4)
+        r = self.s.grid_step_px + 1
+        m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+        return m.astype(bool)
 
     def _weights(self, pts: np.ndarray, n: int) -> sparse.csr_matrix:
         simplex = self.tri.find_simplex(pts)
@@ -104,5 +116,12 @@ class MeshWarp:
         warped = cv2.remap(image, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         if out is None:
             out = image.copy()
-        out[y0:y1, x0:x1] = warped
+        np.copyto(out[y0:y1, x0:x1], warped, where=self.mask[..., None])
         return out
+
+    def full_mask(self, shape: tuple[int, int]) -> np.ndarray:
+        """(H, W) bool of an image of `shape`: True where the warp may change pixels."""
+        x0, y0, x1, y1 = self.box
+        m = np.zeros(shape, bool)
+        m[y0:y1, x0:x1] = self.mask
+        return m

@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+from emote.engine import landmarks as L
+from emote.engine import motion as M
+from emote.engine.avatar import prepare
+from emote.engine.exceptions import ConfigError
+from emote.engine.renderer import Renderer, RendererSettings
+from portraits import astronaut, grace_hopper
+
+
+@pytest.fixture(scope="module", params=["astronaut", "hopper"])
+def renderer(request, tmp_path_factory):
+    img = astronaut() if request.param == "astronaut" else grace_hopper()
+    return Renderer(prepare(img, cache_dir=tmp_path_factory.mktemp("cache")))
+
+
+def _m(**kw):
+    m = M.rest()[0]
+    for k, v in kw.items():
+        m[M.INDEX[k]] = v
+    return m
+
+
+def test_rest_reproduces_the_photo_exactly(renderer):
+    assert np.array_equal(renderer(_m()), renderer.avatar.image)
+
+
+def test_outside_head_region_is_untouched(renderer):
+    outside = ~renderer.head_mask
+    assert outside.mean() > 0.25 and (renderer.avatar.head_mask() > 0)[renderer.head_mask].mean() > 0.9
+    ref = renderer.avatar.image
+    rng = np.random.default_rng(3)
+    for _ in range(6):
+        m = _m(headYaw_deg=rng.uniform(-10, 10), headPitch_deg=rng.uniform(-8, 8), headRoll_deg=rng.uniform(-6, 6),
+               jawOpen=rng.uniform(0, 1), eyeBlinkLeft=rng.uniform(0, 1), headTx=rng.uniform(-0.05, 0.05))
+        assert np.array_equal(renderer(m)[outside], ref[outside])
+
+
+def test_jaw_open_is_seen_by_the_landmarker(renderer):
+    lm = L.shared_landmarker()
+    a0 = L.inner_lip_aperture(lm.detect_one(renderer(_m())).points)
+    a1 = L.inner_lip_aperture(lm.detect_one(renderer(_m(jawOpen=0.7))).points)
+    a2 = L.inner_lip_aperture(lm.detect_one(renderer(_m(jawOpen=0.4, mouthClose=1.0))).points)
+    assert a1 > a0 + 0.15          # opens clearly
+    assert a2 < a0 + 0.06 and a2 < a1 / 3   # pressed lips are closed
+
+
+def test_mouth_interior_is_dark_and_teeth_light(renderer):
+    f = renderer(_m(jawOpen=0.7))
+    pts = renderer.rig(_m(jawOpen=0.7))
+    up, lo = pts[L.LIPS_INNER_UPPER[5]], pts[L.LIPS_INNER_LOWER[5]]
+    line = np.array([f[int(round(y)), int(round(x))].mean() for x, y in np.linspace(up, lo, 24)[2:-2]])
+    skin = renderer.avatar.image[renderer.avatar.region_mask("face") > 0].mean()
+    assert line.min() < 0.5 * skin                          # a dark cavity
+    assert line[:6].max() > line.min() + 60                 # upper teeth near the upper lip
+
+
+def test_blink_is_seen_by_the_landmarker(renderer):
+    lm = L.shared_landmarker()
+    def lids(p):
+        return np.mean([np.linalg.norm(p[u, :2] - p[d, :2]) for u, d in
+                        zip(L.EYE_R_UPPER[2:-2] + L.EYE_L_UPPER[2:-2], L.EYE_R_LOWER[2:-2] + L.EYE_L_LOWER[2:-2])])
+    f0, f1 = lm.detect_one(renderer(_m())), lm.detect_one(renderer(_m(eyeBlinkLeft=1.0, eyeBlinkRight=1.0)))
+    assert lids(f1.points) < 0.8 * lids(f0.points)
+    assert f1.blendshapes["eyeBlinkLeft"] > f0.blendshapes["eyeBlinkLeft"] + 0.1
+
+
+def test_settings_checked():
+    with pytest.raises(ConfigError):
+        RendererSettings(grid_step_px=3)

@@ -65,17 +65,19 @@ class _AudioSource:
     """Decodes an audio file lazily and feeds AAC-ready frames (fltp, 1024 samples) to a stream."""
 
     def __init__(self, path: Path) -> None:
+        if not path.exists():
+            raise AudioError(f"audio file not found: {path}")
         if not path.is_file():
-            raise AudioError(f"audio file {path} does not exist")
+            raise AudioError(f"audio path is not a file: {path}")
         if path.stat().st_size == 0:
-            raise AudioError(f"audio file {path} is empty")
+            raise AudioError(f"audio file is empty (0 bytes): {path}")
         try:
             self._in = av.open(str(path), "r")
-        except av.FFmpegError as e:
+        except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as e:
             raise AudioError(f"cannot read {path} as audio ({_ff_msg(e)}): use a WAV, MP3, M4A, OGG or FLAC file") from None
         try:
             if not self._in.streams.audio:
-                raise AudioError(f"{path} has no audio stream")
+                raise AudioError(f"no audio stream in {path}")
             ins = self._in.streams.audio[0]
             ctx = ins.codec_context
             self.rate = ctx.sample_rate if ctx.sample_rate in _AAC_RATES else 48000
@@ -99,7 +101,7 @@ class _AudioSource:
                 frame = next(self._frames)
             except StopIteration:
                 frame = None
-            except av.FFmpegError as e:
+            except (av.FFmpegError, ValueError) as e:
                 raise AudioError(f"cannot decode {self.path} ({_ff_msg(e)}): the file is damaged or truncated") from None
             if frame is None:
                 self.done = True

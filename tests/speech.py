@@ -1,0 +1,171 @@
+"""Test helper: real speech from espeak-ng, and reference mouth openness for it.
+
+* :func:`make_speech` renders a sentence with the espeak-ng CLI to a 16-bit mono wav (22050 Hz).
+* :func:`phonemes` gives espeak-ng's own phoneme timing for the same text/voice/rate, through
+  libespeak-ng (ctypes, phoneme events); the timing matches the CLI's audio (same engine, same
+  start), which the tests check.
+* :func:`speech_envelope` is an audio-only reference openness per video frame (smoothed RMS of
+  the 150-1500 Hz band, where the first formant lives, in dB relative to the clip's peak).
+* :func:`phoneme_openness` is a phonetic reference openness per video frame (open vowels high,
+  close vowels low, bilabials 0), from the phoneme timing.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import signal
+
+__all__ = ["SENTENCES", "have_espeak", "make_speech", "Phoneme", "phonemes", "is_vowel", "is_bilabial",
+           "speech_envelope", "phoneme_openness", "ESPEAK_RATE_HZ"]
+
+ESPEAK_RATE_HZ = 22050
+
+#: One real sentence per language, rich in p/b/m.
+SENTENCES: dict[str, str] = {
+    "en": "Bob bought a big blue bottle of maple syrup, and Pam made a pumpkin pie.",
+    "es": "Pablo y mamá beben un poco de vino blanco en el bar de la playa.",
+    "de": "Meine Mutter bringt bunte Blumen mit, und Papa backt Brot am Abend.",
+    "fr": "Papa boit un bon café bien chaud, puis maman mange une pomme.",
+}
+
+_VOWEL_START = set("aAeEiIoOuUyYV@03&")
+_BILABIAL = {"p", "b", "m", "p#", "b#", "m#"}
+
+
+def have_espeak() -> bool:
+    return shutil.which("espeak-ng") is not None
+
+
+def make_speech(text: str, voice: str, path: str | Path, rate_wpm: int = 150) -> Path:
+    """Render ``text`` with ``espeak-ng -v voice -s rate_wpm -w path``; returns the wav path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(int(rate_wpm)), "-w", str(path), text],
+                   check=True, capture_output=True, timeout=60)
+    if not path.exists() or path.stat().st_size <= 44:
+        raise RuntimeError(f"espeak-ng produced no audio for {voice}: {text!r}")
+    return path
+
+
+@dataclass(frozen=True)
+class Phoneme:
+    name: str       # espeak-ng phoneme mnemonic ("p", "a:", "@", "_" for a pause)
+    start_s: float
+    end_s: float
+
+
+class _EventId(ctypes.Union):
+    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
+
+
+class _Event(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
+                ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+                ("user_data", ctypes.c_void_p), ("id", _EventId)]
+
+
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
+_lib = None
+_EV_PHONEME, _EV_END = 7, 0
+
+
+def _espeak():
+    global _lib
+    if _lib is None:
+        name = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
+        lib = ctypes.CDLL(name)
+        rate = lib.espeak_Initialize(2, 0, None, 1)   # synchronous, no audio device, phoneme events
+        if rate != ESPEAK_RATE_HZ:
+            raise RuntimeError(f"libespeak-ng initialised at {rate} Hz")
+        _lib = lib
+    return _lib
+
+
+def phonemes(text: str, voice: str, rate_wpm: int = 150) -> list[Phoneme]:
+    """espeak-ng's phoneme sequence with start/end times (s) for this text, voice and rate."""
+    lib = _espeak()
+    events: list[tuple[int, str]] = []
+    total = [0]
+
+    def on_synth(wav, n, ev):
+        total[0] += n
+        i = 0
+        while ev[i].type != _EV_END:
+            if ev[i].type == _EV_PHONEME:
+                events.append((ev[i].sample, ev[i].id.string.decode("ascii", "replace")))
+            i += 1
+        return 0
+
+    cb = _CALLBACK(on_synth)
+    lib.espeak_SetSynthCallback(cb)
+    if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+        raise RuntimeError(f"espeak-ng has no voice {voice!r}")
+    lib.espeak_SetParameter(1, int(rate_wpm), 0)          # espeakRATE
+    data = text.encode("utf-8")
+    lib.espeak_Synth(data, len(data) + 1, 0, 0, 0, 1, None, None)   # espeakCHARS_UTF8
+    lib.espeak_Synchronize()
+    out = []
+    for k, (sample, name) in enumerate(events):
+        end = events[k + 1][0] if k + 1 < len(events) else total[0]
+        if end > sample:
+            out.append(Phoneme(name, sample / ESPEAK_RATE_HZ, end / ESPEAK_RATE_HZ))
+    return out
+
+
+def is_vowel(name: str) -> bool:
+    return bool(name) and name[0] in _VOWEL_START
+
+
+def is_bilabial(name: str) -> bool:
+    return name in _BILABIAL
+
+
+def _vowel_openness(name: str) -> float:
+    c = name[0]
+    if c in "aA&":
+        return 1.0
+    if c in "eEoO03V@":
+        return 0.65
+    return 0.4          # i I u U y Y
+
+
+def phoneme_openness(phs: list[Phoneme], n_frames: int, fps: float = 25.0) -> np.ndarray:
+    """Reference jaw openness per video frame (n_frames,) float64, 0..1, from phoneme timing.
+
+    Vowels by height (open 1, mid .65, close .4), bilabials and pauses 0, other consonants .25;
+    each frame takes the time-weighted mean over its span, then a light smoothing.
+    """
+    t = (np.arange(n_frames * 10) + 0.5) / (10 * fps)
+    val = np.zeros_like(t)
+    for p in phs:
+        if p.name.startswith("_") or is_bilabial(p.name):
+            v = 0.0
+        elif is_vowel(p.name):
+            v = _vowel_openness(p.name)
+        else:
+            v = 0.25
+        val[(t >= p.start_s) & (t < p.end_s)] = v
+    per_frame = val.reshape(n_frames, 10).mean(axis=1)
+    return np.convolve(per_frame, [0.25, 0.5, 0.25], mode="same")
+
+
+def speech_envelope(samples: np.ndarray, sr: int, fps: float = 25.0) -> np.ndarray:
+    """Audio-only reference openness per video frame, (ceil(len / spf),) float64 in 0..1.
+
+    RMS of the 150-1500 Hz band per frame, in dB, mapped from 30 dB below the clip's loudest
+    frame (0) to that frame (1), smoothed over three frames.
+    """
+    spf = int(round(sr / fps))
+    sos = signal.butter(4, [150.0, 1500.0], btype="bandpass", fs=sr, output="sos")
+    y = signal.sosfiltfilt(sos, np.asarray(samples, np.float64))
+    n = -(-y.size // spf)
+    y = np.pad(y, (0, n * spf - y.size))
+    db = 10.0 * np.log10((y.reshape(n, spf) ** 2).mean(axis=1) + 1e-12)
+    env = np.clip((db - (db.max() - 30.0)) / 30.0, 0.0, 1.0)
+    return np.convolve(env, [0.25, 0.5, 0.25], mode="same")

@@ -22,6 +22,7 @@ import importlib.util
 import os
 import signal
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -29,6 +30,7 @@ __all__ = ["main", "build_parser", "avatar_settings", "pipeline_settings", "COMM
 
 PROG = "emote"
 LANDMARKER_ENV = "EMOTE_LANDMARKER_MODEL"
+NATIVE_LOGS_ENV = "EMOTE_NATIVE_LOGS"
 # Modules that add subcommands through `register(subparsers)` (absent ones are skipped).
 COMMAND_MODULES: tuple[str, ...] = ("emote.clients.serve_cmd",)
 
@@ -49,6 +51,7 @@ examples:
 environment:
   EMOTE_LANDMARKER_MODEL   face_landmarker.task to use instead of the packaged one
   EMOTE_CACHE_DIR          avatar cache directory (default ~/.cache/emote)
+  EMOTE_NATIVE_LOGS=1      let MediaPipe / TF Lite print their native start-up logs
 
 Errors print one line, `emote: error: <what is wrong and what to do>`, and exit with status 2."""
 
@@ -123,10 +126,48 @@ def _print_notes(notes) -> None:
         print(f"{PROG}: note: {n}", file=sys.stderr)
 
 
+@contextlib.contextmanager
+def _native_stderr_aside() -> Iterator[None]:
+    """Send what native libraries write to file descriptor 2 (MediaPipe's absl/glog and TF Lite start-up
+    notes) to a temporary file, while Python's sys.stderr (errors, notes, the progress bar) still
+    reaches the terminal. The aside is replayed if the command fails unexpectedly, so a bug report
+    has it; EMOTE_NATIVE_LOGS=1 leaves fd 2 alone."""
+    if os.environ.get(NATIVE_LOGS_ENV, "") not in ("", "0"):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (AttributeError, OSError, ValueError):  # no real stderr (embedded use)
+        yield
+        return
+    aside = tempfile.TemporaryFile()
+    old_stderr = sys.stderr
+    os.dup2(aside.fileno(), 2)
+    sys.stderr = open(saved, "w", buffering=1, encoding=getattr(old_stderr, "encoding", None) or "utf-8",
+                      errors="backslashreplace", closefd=False)
+    from emote.engine.exceptions import EmoteError
+    try:
+        yield
+    except (EmoteError, KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:
+        aside.seek(0)
+        os.write(saved, aside.read())
+        raise
+    finally:
+        sys.stderr.flush()
+        sys.stderr = old_stderr
+        os.dup2(saved, 2)
+        os.close(saved)
+        aside.close()
+
+
 def _render(image: Path, audio: Path, out: Path, args: argparse.Namespace) -> int:
     from emote.engine.pipeline import render_file
     settings = pipeline_settings(args)
-    report = render_file(image, audio, out, settings=settings, progress=_show_progress(args))
+    with _native_stderr_aside():
+        report = render_file(image, audio, out, settings=settings, progress=_show_progress(args))
     _print_notes(getattr(report, "notes", ()))
     speed = report.frames / max(report.seconds_elapsed, 1e-9)
     print(f"wrote {report.out_path}: {report.frames} frames, {report.duration_s:.2f} s of video "
@@ -143,7 +184,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from emote.engine.exceptions import ImageError
     image = _existing_file(args.image, "image", ImageError)
     settings = avatar_settings(args)
-    avatar = prepare(image, settings)
+    with _native_stderr_aside():
+        avatar = prepare(image, settings)
     _print_notes(avatar.notes)
     where = Path(settings.cache_dir).expanduser() if settings.cache_dir else default_cache_dir()
     print(f"prepared {image}: {avatar.size_px}x{avatar.size_px} avatar, cached in {where}")
@@ -253,9 +295,12 @@ def _sigterm_as_exit() -> Iterator[None]:
 
 
 def _quiet_native_logs() -> None:
-    # MediaPipe / TF Lite print start-up chatter on stderr from C++; keep stderr for what matters.
+    # MediaPipe / TF Lite / OpenCV print chatter on stderr from C++ (start-up notes, decoder complaints
+    # about a file the engine then rejects with a clear EmoteError); keep stderr for what matters.
+    # Set before the engine imports them; a user's own setting wins.
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "FATAL")
 
 
 def _one_line(e: BaseException) -> str:

@@ -237,7 +237,8 @@ class Session:
                 "fps_sent": round(fps, 2), "delay_ms": round(self.delay_s * 1000, 1),
                 "stages_ms": {k: round(float(np.median(v)), 2) for k, v in self._stage_ms.items() if v},
                 **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.counters.items()},
-                "dropped_windows": self.worker.dropped_windows}
+                "dropped_windows": self.worker.dropped_windows,
+                "encode_ms": round(self.video.encode_lead_s * 1000, 2)}
 
     # -- end -----------------------------------------------------------------------------------
     async def close(self, reason: str = "closed") -> None:

@@ -153,6 +153,8 @@ class PortraitVideoTrack(MediaStreamTrack):
         self._next_slot = 0
         self._last: ReadyFrame | None = None
         self._time_base = fractions.Fraction(1, VIDEO_CLOCK_HZ)
+        self._returned_at: float | None = None
+        self.encode_lead_s = 0.0               # EMA of the sender's encode + send time
 
     async def _next_frame(self) -> tuple[ReadyFrame, int, bool]:
         await self.clock.started.wait()
@@ -169,9 +171,9 @@ class PortraitVideoTrack(MediaStreamTrack):
                 return first, first.index, False
         n = self._next_slot
         now = self.clock.now()
-        behind = now - self.clock.send_time(n / self.fps)
+        behind = now - self.clock.send_time(n / self.fps) + self.encode_lead_s
         if behind > 1.0 / self.fps:            # called late: skip the slots already missed
-            n = int((now - self.clock.send_time(0.0)) * self.fps)
+            n = int((now + self.encode_lead_s - self.clock.send_time(0.0)) * self.fps)
         elif behind < 0:
             await asyncio.sleep(-behind)
         if self.buffer.closed or self.readyState != "live":
@@ -186,7 +188,11 @@ class PortraitVideoTrack(MediaStreamTrack):
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
+        if self._returned_at is not None:      # the sender encoded and sent since we returned
+            took = self.clock.now() - self._returned_at
+            self.encode_lead_s += 0.1 * (min(took, 1.0 / self.fps) - self.encode_lead_s)
         frame, slot, held = await self._next_frame()
+        self._returned_at = self.clock.now()
         vf = av.VideoFrame.from_ndarray(frame.rgb, format="rgb24")
         vf.pts = slot * VIDEO_CLOCK_HZ // self.fps
         vf.time_base = self._time_base

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Set up emote on this machine: Debian packages, then .venv with emote installed in it.
+#
+#   bash scripts/setup.sh          # runtime: emote in .venv (then: .venv/bin/emote demo)
+#   bash scripts/setup.sh --dev    # + test tools and Chromium for the browser tests (then: .venv/bin/python -m pytest -q)
+#
+# Idempotent: a second run installs only what is missing. Needs root or sudo for apt-get.
+# torch is never installed here: training needs `.venv/bin/pip install torch==2.13.0` then
+# `.venv/bin/pip install -e '.[train]'`.
+set -euo pipefail
+
+DEV=0
+for arg in "$@"; do
+  case "$arg" in
+    --dev) DEV=1 ;;
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "setup.sh: unknown option $arg (use --dev or --help)" >&2; exit 2 ;;
+  esac
+done
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+# --- Debian packages ---------------------------------------------------------------------------
+# espeak-ng: speech for the tests and the demo asset; libportaudio2: the microphone client (sounddevice).
+PKGS=(espeak-ng libportaudio2)
+if [ "$DEV" = 1 ]; then
+  PKGS+=(chromium chromium-driver)   # headless browser tests of the call page
+fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=(); elif command -v sudo >/dev/null; then SUDO=(sudo); else
+    echo "setup.sh: need root or sudo to install: ${missing[*]}" >&2; exit 1
+  fi
+  echo "setup.sh: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${SUDO[@]}" apt-get update -o DPkg::Lock::Timeout=600
+  "${SUDO[@]}" apt-get install -y -o DPkg::Lock::Timeout=600 --no-install-recommends "${missing[@]}"
+else
+  echo "setup.sh: Debian packages present: ${PKGS[*]}"
+fi
+
+# --- Python virtual environment ----------------------------------------------------------------
+PY="${PYTHON:-python3}"
+if ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+  "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+    || { echo "setup.sh: emote needs Python >= 3.10; $PY is $("$PY" --version 2>&1)" >&2; exit 1; }
+  echo "setup.sh: creating .venv with $("$PY" --version 2>&1)"
+  rm -rf .venv
+  "$PY" -m venv .venv
+fi
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+.venv/bin/python -m pip install --quiet --upgrade pip
+if [ "$DEV" = 1 ]; then
+  .venv/bin/python -m pip install --quiet -e '.[dev]'
+else
+  .venv/bin/python -m pip install --quiet -e .
+fi
+
+# --- check -------------------------------------------------------------------------------------
+.venv/bin/emote --version >/dev/null
+echo "setup.sh: ready: $(.venv/bin/emote --version) in $ROOT/.venv"
+if [ "$DEV" = 1 ]; then
+  echo "setup.sh: run the tests with: .venv/bin/python -m pytest -q"
+else
+  echo "setup.sh: try: .venv/bin/emote demo"
+fi

@@ -165,19 +165,29 @@ def sanitize(samples: np.ndarray) -> np.ndarray:
 
 
 def _decoded(path, container, stream, sample_rate_hz: int) -> Iterator[np.ndarray]:
-    """Resampled float32 mono arrays of whatever size the decoder yields (closes the container)."""
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=int(sample_rate_hz))
+    """Resampled float32 mono arrays of whatever size the decoder yields (closes the container).
+
+    swresample converts to planar float at ``sample_rate_hz`` keeping the channels; the channels
+    are then averaged (swresample's own stereo->mono matrix adds them at -3 dB, which would lift
+    a dual-mono file by 3 dB and clip loud ones).
+    """
+    resampler = av.AudioResampler(format="fltp", rate=int(sample_rate_hz))
     with container:
         try:
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
-                    yield out.to_ndarray().reshape(-1)
+                    yield _mono(out.to_ndarray())
             for out in resampler.resample(None):
-                yield out.to_ndarray().reshape(-1)
+                yield _mono(out.to_ndarray())
         except av.error.FFmpegError as e:
             raise AudioError(f"corrupt audio in {path}: {_msg(e)}") from None
         except ValueError as e:           # e.g. the stream changes format mid-way
             raise AudioError(f"cannot decode audio in {path}: {e}") from None
+
+
+def _mono(planar: np.ndarray) -> np.ndarray:
+    """(channels, n) float32 -> (n,) float32, the mean of the channels."""
+    return planar[0] if planar.shape[0] == 1 else planar.mean(axis=0, dtype=np.float32)
 
 
 def iter_audio(path: str | os.PathLike, sample_rate_hz: int = 16000,

@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import shutil
 import subprocess
+from fractions import Fraction
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 from scipy import signal
 
 __all__ = ["SENTENCES", "have_espeak", "make_speech", "Phoneme", "phonemes", "is_vowel", "is_bilabial",
-           "speech_envelope", "phoneme_openness", "ESPEAK_RATE_HZ"]
+           "speech_envelope", "phoneme_openness", "encode_audio", "ESPEAK_RATE_HZ"]
 
 ESPEAK_RATE_HZ = 22050
 
@@ -169,3 +170,32 @@ def speech_envelope(samples: np.ndarray, sr: int, fps: float = 25.0) -> np.ndarr
     db = 10.0 * np.log10((y.reshape(n, spf) ** 2).mean(axis=1) + 1e-12)
     env = np.clip((db - (db.max() - 30.0)) / 30.0, 0.0, 1.0)
     return np.convolve(env, [0.25, 0.5, 0.25], mode="same")
+
+
+def encode_audio(samples: np.ndarray, sample_rate_hz: int, path: str | Path, codec: str,
+                 rate_hz: int | None = None, channels: int = 1, bit_rate: int | None = None) -> Path:
+    """Write mono float samples to ``path`` with PyAV: container from the suffix, ``codec`` at
+    ``rate_hz`` (resampled by PyAV) with ``channels`` identical channels. Returns the path."""
+    import av
+    path = Path(path)
+    rate_hz = int(rate_hz or sample_rate_hz)
+    x = np.asarray(samples, np.float32)
+    layout = "mono" if channels == 1 else "stereo"
+    with av.open(str(path), "w") as out:
+        st = out.add_stream(codec, rate=rate_hz, layout=layout)
+        if bit_rate:
+            st.bit_rate = bit_rate
+        resampler = av.AudioResampler(format=st.codec_context.format or "fltp", layout=layout, rate=rate_hz)
+        packed = np.repeat(x[:, None], channels, axis=1).reshape(1, -1)     # interleaved L R L R ...
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(packed), format="flt", layout=layout)
+        frame.sample_rate = int(sample_rate_hz)
+        frames = list(resampler.resample(frame)) + list(resampler.resample(None))
+        pts = 0
+        for f in frames:
+            f.pts, f.time_base = pts, Fraction(1, rate_hz)   # timestamps let the muxer record codec delay
+            pts += f.samples
+            for pkt in st.encode(f):
+                out.mux(pkt)
+        for pkt in st.encode(None):
+            out.mux(pkt)
+    return path

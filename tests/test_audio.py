@@ -1,0 +1,298 @@
+"""engine.audio: decoding real files of many kinds, clear errors, and streaming features that do
+not depend on how the samples were split."""
+from __future__ import annotations
+
+import math
+import time
+import tracemalloc
+
+import av
+import numpy as np
+import pytest
+import scipy.io.wavfile as wavfile
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from emote.engine.audio import (FEATURE_NAMES, SCALAR_FEATURES, AudioInfo, AudioSettings, FeatureStream,
+                                feature_names, iter_audio, load_audio, probe_audio)
+from emote.engine.exceptions import AudioError, ConfigError
+
+import speech as sp
+
+SR = 16000
+SPF = 640
+COL = {n: i for i, n in enumerate(FEATURE_NAMES)}
+
+
+def features(x: np.ndarray, s: AudioSettings = AudioSettings()) -> np.ndarray:
+    fs = FeatureStream(s)
+    fs.push(x)
+    return np.concatenate([fs.pull(), fs.finish()])
+
+
+def harmonic(f0: float, seconds: float, amp: float = 0.3, sr: int = SR) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    x = sum(np.sin(2 * np.pi * f0 * k * t + k) / k for k in range(1, 9) if f0 * k < sr / 2)
+    return (amp * x / np.abs(x).max()).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------
+# settings
+# ------------------------------------------------------------------------------------------
+
+def test_settings_defaults_and_validation():
+    s = AudioSettings()
+    assert s.samples_per_frame == 640 and s.subwindows_per_frame == 4 and s.win_samples == 400
+    assert AudioSettings(sample_rate_hz=48000, fps=30).samples_per_frame == 1600
+    for bad in (dict(fps=30), dict(fps=0), dict(n_mels=0), dict(hop_ms=50), dict(win_ms=5),
+                dict(sample_rate_hz=16000.5), dict(f0_min_hz=500, f0_max_hz=400), dict(yin_threshold=2)):
+        with pytest.raises(ConfigError):
+            AudioSettings(**bad)
+    assert FEATURE_NAMES[:len(SCALAR_FEATURES)] == SCALAR_FEATURES
+    assert len(FEATURE_NAMES) == len(SCALAR_FEATURES) + 40 and len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
+    assert feature_names(8)[-1] == "mel_07"
+
+
+# ------------------------------------------------------------------------------------------
+# decoding
+# ------------------------------------------------------------------------------------------
+
+FORMATS = [  # suffix, codec, rate, channels
+    ("wav", "pcm_s16le", 8000, 1),
+    ("wav", "pcm_f32le", 48000, 2),
+    ("mp3", "libmp3lame", 44100, 2),
+    ("ogg", "libopus", 48000, 1),
+    ("flac", "flac", 32000, 2),
+    ("m4a", "aac", 44100, 2),
+    ("m4a", "aac", 16000, 1),
+]
+
+
+@pytest.mark.parametrize("suffix,codec,rate,channels", FORMATS, ids=[f"{f[0]}-{f[1]}-{f[2]}-{f[3]}ch" for f in FORMATS])
+def test_decodes_real_files(tmp_path, speech_en, suffix, codec, rate, channels):
+    src = load_audio(speech_en.path, 22050)
+    ref = speech_en.samples
+    path = sp.encode_audio(src, 22050, tmp_path / f"speech.{suffix}", codec, rate, channels)
+    info = probe_audio(path)
+    assert isinstance(info, AudioInfo)
+    assert (info.sample_rate_hz, info.channels) == (rate, channels)
+    assert abs(info.duration_s - src.size / 22050) < 1 / 25
+    y = load_audio(path)
+    assert y.dtype == np.float32 and y.ndim == 1
+    assert abs(y.size - ref.size) < SPF                      # same length within one video frame
+    n = min(y.size, ref.size)
+    assert np.corrcoef(y[:n], ref[:n])[0, 1] > 0.98          # same waveform, aligned
+    assert 0.85 < np.std(y) / np.std(ref) < 1.15             # dual mono is averaged, not summed
+
+
+def test_iter_audio_blocks_match_load(speech_en):
+    blocks = list(iter_audio(speech_en.path, SR, block_samples=3000))
+    assert all(b.size == 3000 for b in blocks[:-1]) and 0 < blocks[-1].size <= 3000
+    assert all(b.dtype == np.float32 for b in blocks)
+    np.testing.assert_array_equal(np.concatenate(blocks), speech_en.samples)
+    assert load_audio(speech_en.path, 8000).size == pytest.approx(speech_en.samples.size / 2, abs=2)
+
+
+def test_iter_audio_streams_a_long_file_in_bounded_memory(tmp_path):
+    minutes = 4
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(22050 * 60 * minutes) * 3000).astype(np.int16)
+    path = tmp_path / "long.wav"
+    wavfile.write(path, 22050, x)
+    del x
+    tracemalloc.start()
+    n = 0
+    for block in iter_audio(path, SR, block_samples=16000):
+        n += block.size
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert abs(n - SR * 60 * minutes) < SPF
+    assert peak < 4_000_000, f"peak {peak / 1e6:.1f} MB while streaming a {minutes}-minute file"
+
+
+def test_nan_and_inf_samples_become_zero(tmp_path):
+    x = harmonic(200, 0.5)
+    x[100:200] = np.nan
+    x[300] = np.inf
+    x[400] = -np.inf
+    x[500:510] = 3.0
+    wavfile.write(tmp_path / "bad.wav", SR, x)
+    y = load_audio(tmp_path / "bad.wav")
+    assert np.isfinite(y).all() and np.abs(y).max() <= 1.0
+    assert (y[100:200] == 0).all() and y[300] == 0 and y[400] == 0
+    fs = FeatureStream()
+    fs.push(x)
+    rows = np.concatenate([fs.pull(), fs.finish()])
+    assert np.isfinite(rows).all()
+
+
+def _make_bad(kind: str, tmp_path, speech_en):
+    p = tmp_path / {"missing": "nope.wav", "empty": "empty.wav", "text": "notes.wav", "random": "noise.mp3",
+                    "truncated": "cut.wav", "zero": "zero.wav", "image": "picture.png",
+                    "video": "silent.mp4", "directory": "folder"}[kind]
+    if kind == "empty":
+        p.write_bytes(b"")
+    elif kind == "text":
+        p.write_text("this is not audio\n" * 20)
+    elif kind == "random":
+        p.write_bytes(np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    elif kind == "truncated":
+        p.write_bytes(speech_en.path.read_bytes()[:30])
+    elif kind == "zero":
+        wavfile.write(p, SR, np.zeros(0, np.int16))
+    elif kind == "image":
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        plt.imsave(p, np.random.default_rng(0).random((16, 16)))
+    elif kind == "video":
+        with av.open(str(p), "w") as c:
+            s = c.add_stream("mpeg4", rate=25)
+            s.width = s.height = 64
+            s.pix_fmt = "yuv420p"
+            for _ in range(3):
+                for pkt in s.encode(av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")):
+                    c.mux(pkt)
+            for pkt in s.encode(None):
+                c.mux(pkt)
+    elif kind == "directory":
+        p.mkdir()
+    return p
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("missing", "not found"), ("empty", "empty"), ("text", "not a readable audio file"),
+    ("random", "not a readable audio file"), ("truncated", "not a readable audio file"),
+    ("zero", "zero-length"), ("image", "no audio stream"), ("video", "no audio stream"),
+    ("directory", "directory"),
+])
+def test_bad_files_raise_one_line_audio_errors(tmp_path, speech_en, kind, message):
+    path = _make_bad(kind, tmp_path, speech_en)
+    for call in (probe_audio, load_audio, lambda p: next(iter_audio(p))):
+        with pytest.raises(AudioError, match=message) as e:
+            call(path)
+        text = str(e.value)
+        assert path.name in text and "\n" not in text
+
+
+def test_iter_audio_fails_at_call_time():
+    with pytest.raises(AudioError, match="not found"):
+        iter_audio("/nonexistent/x.wav")          # not at the first next()
+    with pytest.raises(ConfigError):
+        iter_audio("/nonexistent/x.wav", block_samples=0)
+
+
+# ------------------------------------------------------------------------------------------
+# features
+# ------------------------------------------------------------------------------------------
+
+def test_row_count_and_latency(speech_en):
+    x = speech_en.samples
+    fs = FeatureStream()
+    la = fs.lookahead_samples
+    assert 0 < la < SPF and fs.latency_s == la / SR
+    full = features(x)
+    assert full.shape == (math.ceil(x.size / SPF), len(FEATURE_NAMES)) and full.dtype == np.float32
+    for cut in (0, 1, la - 1, la, SPF + la - 1, SPF + la, 5 * SPF + la + 17, x.size):
+        fs = FeatureStream()
+        fs.push(x[:cut])
+        rows = fs.pull()
+        assert len(rows) == max(0, (cut - la) // SPF) == fs.frames_out
+        np.testing.assert_array_equal(rows, full[:len(rows)])   # a row never changes once emitted
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 2500), st.booleans()), min_size=1, max_size=25))
+def test_rows_do_not_depend_on_block_sizes(speech_en, blocks):
+    x = speech_en.samples[8000:8000 + 2 * SR]
+    ref = features(x)
+    fs, out, pos = FeatureStream(), [], 0
+    for size, pull in blocks:
+        fs.push(x[pos:pos + size])
+        pos += size
+        if pull:
+            out.append(fs.pull())
+    fs.push(x[pos:])
+    out += [fs.pull(), fs.finish()]
+    got = np.concatenate(out)
+    assert got.shape == ref.shape
+    np.testing.assert_array_equal(got, ref)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 4000))
+def test_finish_pads_to_ceil(n):
+    fs = FeatureStream()
+    fs.push(np.full(n, 0.1, np.float32))
+    rows = np.concatenate([fs.pull(), fs.finish()])
+    assert len(rows) == -(-n // SPF) == fs.frames_out
+    assert len(fs.finish()) == 0
+    with pytest.raises(RuntimeError):
+        fs.push(np.zeros(10, np.float32))
+    fs.reset()
+    fs.push(np.zeros(SPF, np.float32))
+    assert len(fs.finish()) == 1
+
+
+def test_push_rejects_multichannel():
+    fs = FeatureStream()
+    with pytest.raises(ValueError):
+        fs.push(np.zeros((100, 2), np.float32))
+    fs.push(np.zeros((100, 1), np.float32))       # (n, 1) is mono
+    assert fs.samples_in == 100
+
+
+@pytest.mark.parametrize("f0", [75.0, 110.0, 220.0, 440.0])
+def test_pitch_of_harmonic_tones(f0):
+    rows = features(harmonic(f0, 1.0))[3:-3]
+    assert np.all(np.abs(rows[:, COL["f0_hz"]] / f0 - 1) < 0.02)
+    assert rows[:, COL["voicing"]].min() > 0.9
+
+
+def test_noise_silence_and_levels():
+    rng = np.random.default_rng(0)
+    noise = features((0.1 * rng.standard_normal(SR)).astype(np.float32))[2:-2]
+    assert np.mean(noise[:, COL["f0_hz"]] > 0) < 0.1 and noise[:, COL["voicing"]].mean() < 0.4
+    assert noise[:, COL["flatness"]].mean() > 0.5 and noise[:, COL["band_high"]].mean() > 0.6
+    silence = features(np.zeros(SR, np.float32))
+    assert (silence[:, COL["energy_db"]] == -100).all() and (silence[:, COL["f0_hz"]] == 0).all()
+    t = np.arange(SR) / SR
+    sine = features((0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32))[2:-2]
+    np.testing.assert_allclose(sine[:, COL["energy_db"]], 20 * np.log10(0.5 / np.sqrt(2)), atol=0.1)
+    low = features((0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32))[2:-2, COL["centroid_hz"]]
+    high = features((0.5 * np.sin(2 * np.pi * 3000 * t)).astype(np.float32))[2:-2, COL["centroid_hz"]]
+    assert np.all(np.abs(low - 300) < 60) and np.all(np.abs(high - 3000) < 100)
+    mel = sine[:, COL["mel_00"]:]
+    assert np.argmax(mel.mean(axis=0)) < 10                  # 300 Hz lands in a low mel band
+
+
+def test_pitch_of_male_and_female_speech(tmp_path):
+    if not sp.have_espeak():
+        pytest.skip("espeak-ng is not installed")
+    text = "Maybe the baby will remember my mother."
+    med = {}
+    for voice in ("en", "en+f3"):
+        rows = features(load_audio(sp.make_speech(text, voice, tmp_path / f"{voice}.wav")))
+        f0 = rows[:, COL["f0_hz"]]
+        voiced = rows[:, COL["voicing"]] > 0.7
+        assert np.mean(f0[voiced] > 0) > 0.8                  # pitch found on most voiced frames
+        med[voice] = np.median(f0[f0 > 0])
+    assert 80 < med["en"] < 150 and 170 < med["en+f3"] < 320
+
+
+def test_feature_speed(speech_clips):
+    x = np.concatenate([c.samples for c in speech_clips.values()])     # ~20 s
+    fs = FeatureStream()
+    t0 = time.perf_counter()
+    fs.push(x)
+    rows = np.concatenate([fs.pull(), fs.finish()])
+    offline_ms = (time.perf_counter() - t0) * 1e3 / len(rows)
+    fs = FeatureStream()
+    live = x[:5 * SR]
+    t0 = time.perf_counter()
+    n = 0
+    for i in range(0, live.size, SPF):
+        fs.push(live[i:i + SPF])
+        n += len(fs.pull())
+    live_ms = (time.perf_counter() - t0) * 1e3 / max(n, 1)
+    print(f"features: {offline_ms:.3f} ms/frame offline, {live_ms:.3f} ms/frame live (one frame per push)")
+    assert offline_ms < 1.0 and live_ms < 4.0          # a frame is 40 ms of audio

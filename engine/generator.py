@@ -58,8 +58,9 @@ class MotionGenerator(ABC):
     lookahead_frames: int
 
     @abstractmethod
-    def reset(self, seed: int = 0) -> None:
-        """Start a new stream with this seed (controls keep their values)."""
+    def reset(self, seed: int | None = None) -> None:
+        """Start a new stream with this seed (None: the generator's configured seed); controls
+        keep their values."""
 
     @abstractmethod
     def push(self, features: np.ndarray) -> None:
@@ -104,7 +105,7 @@ class BaselineSettings:
     head_roll_amplitude_deg: float = 1.5
     head_translation_per_deg: float = 0.003   # face widths of shift per degree of yaw / pitch
     head_idle_fraction: float = 0.45    # wander amplitude in silence relative to speech
-    nod_amplitude_deg: float = 2.5
+    nod_amplitude_deg: float = 2.0
     accent_semitones: float = 1.5       # f0 rise above the running baseline that makes an accent
     breathing_amplitude_deg: float = 0.4
     breathing_rate_hz: float = 0.25
@@ -235,12 +236,18 @@ class _Mouth:
         if before <= gate or after <= gate:
             return 0.0
         release = next((r for r in future if r[_EMAX] > now[_E] + 6.0), future[-1] if future else now)
-        depth = min(before, after) - 0.5 * (now[_E] + now[_EMIN])
+        depth = min(before, after) - (0.75 * now[_E] + 0.25 * now[_EMIN])
         dip = _clip01((depth - 0.5 * self.s.closure_dip_db) / self.s.closure_dip_db)
-        probe = now if now[_E] > lv.gate_db and now[_F2] > 0.0 else release
-        labial = _clip01((1900.0 - probe[_F2]) / 500.0) if probe[_F2] > 0.0 else 0.5
+        labial = 1.0
+        if now[_E] > lv.gate_db and now[_VOI] > 0.5 and now[_F2] > 0.0:      # voiced closure: murmur F2
+            labial = _clip01((1900.0 - now[_F2]) / 500.0)
+        elif release[_CEN] > 0.0:                                            # silent closure: release
+            labial = _clip01((2200.0 - release[_CEN]) / 800.0)
+        bursts = [r[_CEN] for r in [past[-1], now] + future[:2] if r[_VOI] < 0.5 and r[_E] > lv.gate_db]
+        if bursts:                                                           # t/k bursts are sharp
+            labial *= _clip01((2200.0 - max(bursts)) / 800.0)
         noisy = max(now[_BHIGH] * (1.0 - now[_VOI]), release[_BHIGH] * (1.0 - 0.5 * release[_VOI]))
-        stop = dip * (0.25 + 0.75 * labial) * (1.0 - _clip01((noisy - 0.2) / 0.2))
+        stop = dip * labial * (1.0 - _clip01((noisy - 0.2) / 0.2))
         rel = now[_E] - lv.peak
         nasal = 0.0
         if now[_VOI] > 0.6 and -26.0 < rel < -5.0:
@@ -262,7 +269,7 @@ class _Mouth:
             self.close = 0.0
         self._shapes(now, lv)
         open_gate = min(1.0, self.jaw / 0.12)
-        funnel, pucker, spread = (v * open_gate for v in self.shape[:3])
+        funnel, pucker, spread = (v * open_gate * (1.0 - self.close) for v in self.shape[:3])
         roll = self.shape[3]
         return {"jawOpen": self.jaw, "mouthClose": self.close,
                 "mouthFunnel": 0.45 * funnel * intensity, "mouthPucker": 0.55 * pucker * intensity,
@@ -273,7 +280,7 @@ class _Mouth:
                 "mouthRollLower": 0.35 * roll * (1.0 - self.close)}
 
     def _shapes(self, f: list[float], lv: _Levels) -> None:
-        voiced = _clip01((f[_VOI] - 0.5) / 0.2) * lv.speech(f[_E])
+        voiced = _clip01((f[_VOI] - 0.5) / 0.2) * lv.speech(f[_E]) * _clip01((lv.loudness(f[_E]) - 0.4) / 0.3)
         rounding = _clip01((950.0 - f[_CEN]) / 350.0) * _clip01((700.0 - f[_F1]) / 300.0) * voiced
         close_round = _clip01((480.0 - f[_F1]) / 180.0)
         spread = _clip01((f[_F2] - 1850.0) / 550.0) * voiced
@@ -354,7 +361,7 @@ class _Head:
         self.a_activity = _alpha(700.0, dt_ms)
         self.a_bob = _alpha(150.0, dt_ms)
         self.activity = self.bob = 0.0
-        self.nod = _Envelope(90.0, 260.0, dt_ms)
+        self.nod = _Envelope(150.0, 350.0, dt_ms)
 
     def step(self, speech: float, jaw: float, accent: float, speed: float, amp: float) -> tuple[float, ...]:
         s = self.s
@@ -458,9 +465,9 @@ class BaselineGenerator(MotionGenerator):
     def frames_out(self) -> int:
         return self._t
 
-    def reset(self, seed: int = 0) -> None:
+    def reset(self, seed: int | None = None) -> None:
         s, dt = self.settings, self._dt_ms
-        self.seed = int(seed)
+        self.seed = int(s.seed if seed is None else seed)
         self._rng = np.random.default_rng(self.seed)
         self._levels = _Levels(s, dt)
         self._mouth = _Mouth(s, dt)
@@ -538,7 +545,8 @@ class BaselineGenerator(MotionGenerator):
         brow = self._brow.step() * self.settings.brow_raise * intensity
         yaw, pitch, roll, tx, ty, scale = self._head.step(speech, mouth["jawOpen"], accent, speed, amp)
         u = self._rng.random(6).tolist()           # always 6 draws per frame: batching-independent
-        pause = 0.0 < self._silent_ms <= 600.0
+        quiet_ahead = all(lv.speech(r[_E]) <= 0.5 for r in future)
+        pause = 0.0 < self._silent_ms <= 600.0 and quiet_ahead       # a real pause, not a stop closure
         blink, gaze_yaw, gaze_pitch = self._eyes.step(u, pause)
         row = [0.0] * M.NUM_CHANNELS
         for name, v in mouth.items():

@@ -139,21 +139,18 @@ def _make_bad(kind: str, tmp_path, speech_en):
         p.write_bytes(speech_en.path.read_bytes()[:30])
     elif kind == "zero":
         wavfile.write(p, SR, np.zeros(0, np.int16))
-    elif kind == "image":
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        plt.imsave(p, np.random.default_rng(0).random((16, 16)))
-    elif kind == "video":
-        with av.open(str(p), "w") as c:
-            s = c.add_stream("mpeg4", rate=25)
+    elif kind in ("image", "video"):
+        codec, fmt, pix, n = ("png", "image2", "rgb24", 1) if kind == "image" else ("mpeg4", None, "yuv420p", 3)
+        with av.open(str(p), "w", format=fmt) as c:
+            s = c.add_stream(codec, rate=25)
             s.width = s.height = 64
-            s.pix_fmt = "yuv420p"
-            for _ in range(3):
-                for pkt in s.encode(av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")):
+            s.pix_fmt = pix
+            for _ in range(n):
+                for pkt in s.encode(av.VideoFrame.from_ndarray(np.full((64, 64, 3), 128, np.uint8), format="rgb24")):
                     c.mux(pkt)
             for pkt in s.encode(None):
                 c.mux(pkt)
+        assert kind == "video" or p.read_bytes()[:4] == b"\x89PNG"
     elif kind == "directory":
         p.mkdir()
     return p

@@ -154,6 +154,54 @@ def load_pipeline(image: str | os.PathLike | np.ndarray, settings: PipelineSetti
     return PortraitPipeline(prepare(image, settings.avatar), settings, renderer_settings)
 
 
+class _WriterThread:
+    """Encodes frames on a worker thread (bounded queue, end marker, errors carried back to the owner).
+
+    libx264 and the renderer's OpenCV calls release the GIL, so rendering and encoding overlap on two cores.
+    """
+
+    _END = object()
+
+    def __init__(self, writer, max_queued_frames: int = 8) -> None:
+        import queue
+        import threading
+
+        self.writer = writer
+        self.q: queue.Queue = queue.Queue(maxsize=max_queued_frames)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="emote-encoder", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is self._END:
+                return
+            if self.error is None:
+                try:
+                    self.writer.write(item)
+                except BaseException as e:  # carried back to the owner on the next write/close
+                    self.error = e
+
+    def write(self, rgb: np.ndarray) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put(rgb)
+
+    def close(self) -> Path:
+        self.q.put(self._END)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.writer.close()
+
+    def abort(self) -> None:
+        self.error = self.error or RuntimeError("aborted")
+        self.q.put(self._END)
+        self.thread.join()
+        self.writer.abort()
+
+
 @dataclass
 class RenderReport:
     out_path: Path
@@ -184,7 +232,7 @@ def render_file(image: str | os.PathLike | np.ndarray, audio_path: str | os.Path
     total = int(np.ceil(info.duration_s * settings.fps - 1e-6))
     S = settings.size_px
     bar = tqdm(total=total, unit="frame", desc="render", disable=not progress, leave=False)
-    writer = Mp4Writer(out_path, S, S, VideoSettings(fps=settings.fps), audio_path=audio_path)
+    writer = _WriterThread(Mp4Writer(out_path, S, S, VideoSettings(fps=settings.fps), audio_path=audio_path))
     try:
         for block in iter_audio(audio_path, settings.sample_rate_hz):
             pipe.push(block)

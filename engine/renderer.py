@@ -103,7 +103,7 @@ class MouthPainter:
         u = self.u
         across = np.clip(1 - np.abs(nx), 0, 1)
         depth = 0.55 + 0.45 * np.sqrt(across)                  # corners recede into shadow
-        cavity = (self.lip_rgb * np.array([0.42, 0.26, 0.26], np.float32) + np.array([10, 2, 2], np.float32)) * self.light
+        cavity = (self.lip_rgb * np.array([0.36, 0.24, 0.24], np.float32) + np.array([12, 6, 6], np.float32)) * self.light
         vert = np.clip(np.minimum(du, dl) / (0.5 * gap + 1e-3), 0, 1)
         out = cavity[None, None, :] * (1.0 - 0.45 * vert)[..., None]
         tongue_top = gap * 0.62
@@ -115,10 +115,10 @@ class MouthPainter:
             tu = _smooth((teeth_u - du) / 1.2 + 0.5)
             teeth_l = np.minimum(0.05 * u * np.sqrt(across), 0.25 * gap)
             tl = _smooth((teeth_l - dl) / 1.2 + 0.5) * _smooth((gap - 0.12 * u) / (0.08 * u))
-            seams = 1 - 0.18 * np.exp(-((np.abs(nx * 6.5) % 1 - 0.5) * 9) ** 2) * (1 - across < 0.9)
+            seams = 1 - 0.07 * np.exp(-((np.abs(nx * 4.2) % 1 - 0.5) * 7) ** 2)
             shade_u = (0.8 + 0.2 * np.clip(du / (teeth_u + 1e-3), 0, 1)) * seams
             t_rgb = self.teeth_rgb[None, None, :]
-            out = out * (1 - tu[..., None]) + t_rgb * (shade_u * (0.6 + 0.4 * across))[..., None] * tu[..., None]
+            out = out * (1 - tu[..., None]) + t_rgb * (shade_u * (0.72 + 0.28 * across))[..., None] * tu[..., None]
             out = out * (1 - tl[..., None]) + t_rgb * (0.75 * seams * (0.55 + 0.45 * across))[..., None] * tl[..., None]
         return (out * depth[..., None]).clip(0, 255)
 

@@ -58,9 +58,9 @@ fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 .venv/bin/python -m pip install --quiet --upgrade pip
 if [ "$DEV" = 1 ]; then
-  .venv/bin/python -m pip install --quiet -e '.[dev]'
+  .venv/bin/python -m pip install -qq -e '.[dev]'
 else
-  .venv/bin/python -m pip install --quiet -e .
+  .venv/bin/python -m pip install -qq -e .
 fi
 
 # --- check -------------------------------------------------------------------------------------

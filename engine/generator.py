@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import dataclass, fields
 from typing import Callable
 
@@ -94,7 +95,7 @@ class BaselineSettings:
     jaw_release_ms: float = 60.0
     jaw_max: float = 0.75               # jawOpen at the speaker's loudest open vowel
     speech_range_db: float = 28.0       # level range below the speaker's peak mapped to jaw 1..0
-    silence_db: float = -55.0           # absolute level below which there is no speech
+    silence_db: float = -60.0           # absolute level below which there is no speech
     close_attack_ms: float = 10.0
     close_release_ms: float = 50.0
     closure_dip_db: float = 9.0         # energy dip (vs. speech around it) that starts a lip closure
@@ -171,27 +172,38 @@ def _clip01(x: float) -> float:
 
 
 class _Levels:
-    """Running noise floor and speech peak level (dBFS) -> speech gate and relative loudness."""
+    """Running noise floor and speech peak level (dBFS) -> speech gate and relative loudness.
+
+    The floor is the minimum of the frames' quietest sub-window over the last 2.5 s (speech
+    always has gaps within that time, stationary noise has none); the peak follows the loudest
+    speech at once and relaxes 3 dB/s while speaking, so any speaking level maps to the same jaw.
+    """
 
     def __init__(self, s: BaselineSettings, dt_ms: float) -> None:
         self.s = s
-        self.a_floor_down = _alpha(100.0, dt_ms)
-        self.floor_up_db = 1.0 * dt_ms / 1000.0      # noise floor creeps up 1 dB/s
-        self.peak_down_db = 1.5 * dt_ms / 1000.0     # speech peak relaxes 1.5 dB/s while speaking
-        self.floor, self.peak = -75.0, -22.0
+        self.recent: deque[float] = deque(maxlen=max(1, int(round(2500.0 / dt_ms))))
+        self.peak_down_db = 3.0 * dt_ms / 1000.0
+        self.floor = -100.0
+        self.peak: float | None = None
 
     @property
     def gate_db(self) -> float:
         return max(self.s.silence_db, self.floor + 10.0)
 
-    def update(self, e: float) -> None:
-        if e < self.floor:
-            self.floor += (e - self.floor) * self.a_floor_down
-        else:
-            self.floor = min(e, self.floor + self.floor_up_db)
+    def update(self, e: float, e_min: float) -> None:
+        self.recent.append(e_min)
+        self.floor = min(self.recent)
         if e > self.gate_db + 6.0:
-            self.peak = e if e > self.peak else max(e, self.peak - self.peak_down_db)
-        self.peak = max(self.peak, self.s.silence_db + 15.0)
+            if self.peak is None or e > self.peak:
+                self.peak = e
+            else:
+                self.peak = max(e, self.peak - self.peak_down_db)
+        if self.peak is not None:
+            self.peak = max(self.peak, self.gate_db + 6.0)
+
+    @property
+    def peak_db(self) -> float:
+        return self.gate_db + 20.0 if self.peak is None else self.peak
 
     def speech(self, e: float) -> float:
         """Soft speech presence 0..1 (0 below the gate, 1 from 6 dB above it)."""
@@ -199,7 +211,7 @@ class _Levels:
 
     def loudness(self, e: float) -> float:
         """0..1: 1 at the speaker's peak level, 0 at speech_range_db below it."""
-        return _clip01(1.0 + (e - self.peak) / self.s.speech_range_db)
+        return _clip01(1.0 + (e - self.peak_db) / self.s.speech_range_db)
 
 
 class _Mouth:
@@ -248,7 +260,7 @@ class _Mouth:
             labial *= _clip01((2200.0 - max(bursts)) / 800.0)
         noisy = max(now[_BHIGH] * (1.0 - now[_VOI]), release[_BHIGH] * (1.0 - 0.5 * release[_VOI]))
         stop = dip * labial * (1.0 - _clip01((noisy - 0.2) / 0.2))
-        rel = now[_E] - lv.peak
+        rel = now[_E] - lv.peak_db
         nasal = 0.0
         if now[_VOI] > 0.6 and -26.0 < rel < -5.0:
             nasal = (0.8 * _clip01((now[_BLOW] - 0.7) / 0.1) * _clip01((480.0 - now[_CEN]) / 120.0)
@@ -284,7 +296,7 @@ class _Mouth:
         rounding = _clip01((950.0 - f[_CEN]) / 350.0) * _clip01((700.0 - f[_F1]) / 300.0) * voiced
         close_round = _clip01((480.0 - f[_F1]) / 180.0)
         spread = _clip01((f[_F2] - 1850.0) / 550.0) * voiced
-        rel = f[_E] - lv.peak
+        rel = f[_E] - lv.peak_db
         weak_fric = (_clip01((0.45 - f[_VOI]) / 0.2) * _clip01((f[_FLAT] - 0.15) / 0.2)
                      * _clip01((rel + 40.0) / 8.0) * _clip01((-14.0 - rel) / 6.0) * lv.speech(f[_E]))
         targets = (rounding * (1.0 - 0.5 * close_round), rounding * close_round, spread, weak_fric, 0.0)
@@ -339,7 +351,7 @@ class _Prosody:
             self.base = st
         rise = st - self.base
         self.base += (st - self.base) * self.a_base
-        loud = now[_E] - lv.peak > -12.0
+        loud = now[_E] - lv.peak_db > -12.0
         peak = st >= self._st(prev[_F0]) and st >= self._st(nxt[_F0])
         plausible = rise < 9.0 and now[_VOI] > 0.7     # larger jumps are octave errors
         if loud and peak and plausible and rise > self.s.accent_semitones and self.since >= self.refractory:
@@ -535,7 +547,7 @@ class BaselineGenerator(MotionGenerator):
             c[name] += (target - c[name]) * a if name != "head_motion_speed" else (target - c[name])
         intensity, amp, speed = c["expression_intensity"], c["head_motion_amplitude"], c["head_motion_speed"]
         lv = self._levels
-        lv.update(now[_E])
+        lv.update(now[_E], now[_EMIN])
         speech = lv.speech(now[_E])
         self._silent_ms = 0.0 if speech > 0.5 else self._silent_ms + self._dt_ms
         mouth = self._mouth.step(past, now, future, lv, intensity)

@@ -133,6 +133,16 @@ def test_mouth_rests_in_silence(speech_clips, clip_rows, lang):
     assert motion[25:25 + n, JAW].max() > 0.3
 
 
+def test_jaw_is_level_independent_and_ignores_noise(speech_clips, clip_rows):
+    clean = clip_rows["de"][1]
+    x = padded(speech_clips["de"].samples)
+    noise = 10 ** (-55 / 20) * np.random.default_rng(4).standard_normal(x.size)
+    quiet = run(feats((0.1 * x + noise).astype(np.float32)))            # -20 dB speech in -55 dBFS hiss
+    assert np.corrcoef(quiet[:, JAW], clean[:, JAW])[0, 1] > 0.9
+    assert abs(quiet[:, JAW].max() - clean[:, JAW].max()) < 0.1
+    assert (quiet[:22, MOUTH] == 0).all() and (quiet[-12:, MOUTH] == 0).all()
+
+
 def test_mouth_rests_in_room_noise():
     rng = np.random.default_rng(3)
     noise = (10 ** (-60 / 20) * rng.standard_normal(10 * SR)).astype(np.float32)   # -60 dBFS hiss
@@ -193,6 +203,8 @@ def test_determinism_and_seeds(clip_rows):
     run(rows, g)
     g.reset(seed=0)
     np.testing.assert_array_equal(run(rows, g), motion)
+    g.reset()                                                            # back to its own seed
+    np.testing.assert_array_equal(run(rows, g), other)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -246,6 +258,10 @@ def test_pitch_accents_raise_brows_and_nod():
     voiced[:, col["energy_min_db"]] = -16.0
     voiced[:, col["f0_hz"]], voiced[:, col["voicing"]] = 110.0, 0.95
     voiced[:, col["centroid_hz"]], voiced[:, col["band_low"]] = 800.0, 0.6
+    gaps = np.arange(len(voiced)) % 5 == 4                               # syllables: 160 ms on, 40 ms gap
+    voiced[gaps, col["energy_db"]] = voiced[gaps, col["energy_max_db"]] = -40.0
+    voiced[gaps, col["energy_min_db"]] = -45.0
+    voiced[gaps, col["f0_hz"]], voiced[gaps, col["voicing"]] = 0.0, 0.2
     accented = voiced.copy()
     accented[100:104, col["f0_hz"]] = [130.0, 150.0, 160.0, 140.0]      # a 6-semitone pitch peak
     base, acc = run(voiced), run(accented)

@@ -289,9 +289,9 @@ class _FrameAnalyzer:
         self.pitch_idx = np.arange(p_off + c, p_off + c + p_len, dtype=np.intp)
         self.frame_idx = np.arange(c, c + spf, dtype=np.intp)
         self.window = K.hann_window(win)
-        self.fb_t = np.ascontiguousarray(K.mel_filterbank(s.sample_rate_hz, self.n_fft, s.n_mels, s.mel_fmin_hz).T)
-        self.freqs = np.arange(self.n_fft // 2 + 1) * (s.sample_rate_hz / self.n_fft)
-        self.masks = K.band_masks(s.sample_rate_hz, self.n_fft, _BANDS_HZ)
+        freqs = np.arange(self.n_fft // 2 + 1) * (s.sample_rate_hz / self.n_fft)
+        self.summary = K.SpectrumSummary(freqs, K.band_masks(s.sample_rate_hz, self.n_fft, _BANDS_HZ),
+                                         K.mel_filterbank(s.sample_rate_hz, self.n_fft, s.n_mels, s.mel_fmin_hz))
         self.width = len(SCALAR_FEATURES) + s.n_mels
 
     def rows(self, buf: np.ndarray, start: int, n: int) -> np.ndarray:
@@ -304,7 +304,7 @@ class _FrameAnalyzer:
         mean_power = power.reshape(n, self.n_sub, -1).mean(axis=1)
         sub_ms = sub_ms.reshape(n, self.n_sub)
         f0, ap = self.yin(buf[base[:, None] + self.pitch_idx])
-        centroid, flatness, frac, cent = K.spectral_shape(mean_power, self.freqs, self.masks)
+        centroid, flatness, frac, cent, mel = self.summary(mean_power)
         out = np.empty((n, self.width), np.float64)
         out[:, 0] = 10.0 * np.log10(ms + _ENERGY_FLOOR)
         out[:, 1] = 10.0 * np.log10(sub_ms.min(axis=1) + _ENERGY_FLOOR)
@@ -315,7 +315,7 @@ class _FrameAnalyzer:
         out[:, 6] = flatness
         out[:, 7:10] = frac[:, :3]
         out[:, 10:12] = cent[:, 3:5]
-        out[:, 12:] = np.log(K.rowdot(mean_power, self.fb_t) + _MEL_FLOOR)
+        out[:, 12:] = np.log(mel + _MEL_FLOOR)
         return out.astype(np.float32)
 
 

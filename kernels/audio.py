@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["hz_to_mel", "mel_to_hz", "mel_filterbank", "hann_window", "power_spectra",
-           "band_masks", "rowdot", "spectral_shape", "Yin"]
+           "band_masks", "rowdot", "SpectrumSummary", "Yin"]
 
 
 def hz_to_mel(f_hz: np.ndarray | float) -> np.ndarray:
@@ -73,24 +73,38 @@ def rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a[:, None, :] * b[None, :, :]).sum(axis=-1)
 
 
-def spectral_shape(power: np.ndarray, freqs_hz: np.ndarray, masks: np.ndarray,
-                   eps: float = 1e-12) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Shape of power spectra (n, n_bins) float64.
+class SpectrumSummary:
+    """Per-spectrum summary of power spectra (n, n_bins) float64, with one row-wise projection.
 
-    Returns ``(centroid_hz (n,), flatness (n,), band_fraction (n, k), band_centroid_hz (n, k))``:
-    the power-weighted mean frequency over all bins but DC (0 for silence); Wiener flatness
-    (geometric / arithmetic mean, 0..1; 1 for white noise and for digital silence); each mask's
-    share of the total power; the power-weighted mean frequency inside each mask (0 where silent).
+    ``SpectrumSummary(freqs_hz, masks, filterbank)`` with rfft bin frequencies (n_bins,), 0/1 band
+    masks (k, n_bins) and a filterbank (n_bins, m) (e.g. mel). Calling it on power (n, n_bins)
+    returns ``(centroid_hz (n,), flatness (n,), band_fraction (n, k), band_centroid_hz (n, k),
+    filter_power (n, m))``: the power-weighted mean frequency over all bins but DC (0 for
+    silence); Wiener flatness over the bins but DC (geometric / arithmetic mean, 0..1; 1 for white
+    noise and for digital silence); each band's share of the total power; the power-weighted mean
+    frequency inside each band (0 where silent); and ``power @ filterbank``. Each output row
+    depends on its input row only, bit for bit (see :func:`rowdot`).
     """
-    p = power[:, 1:]
-    total = p.sum(axis=-1)
-    centroid = np.where(total > eps, (p * freqs_hz[1:]).sum(axis=-1) / np.maximum(total, eps), 0.0)
-    flatness = np.exp(np.log(p + eps).mean(axis=-1)) / (p.mean(axis=-1) + eps)
-    band_pow = rowdot(power, masks)
-    band_frac = band_pow / (total[:, None] + eps)
-    band_f = rowdot(power * freqs_hz, masks)
-    band_cent = np.where(band_pow > eps, band_f / np.maximum(band_pow, eps), 0.0)
-    return centroid, np.minimum(flatness, 1.0), band_frac, band_cent
+
+    def __init__(self, freqs_hz: np.ndarray, masks: np.ndarray, filterbank: np.ndarray, eps: float = 1e-12) -> None:
+        no_dc = np.ones_like(freqs_hz)
+        no_dc[0] = 0.0
+        self.k = masks.shape[0]
+        self.eps = eps
+        self.weights = np.ascontiguousarray(np.vstack([no_dc, freqs_hz * no_dc, masks, masks * freqs_hz,
+                                                       np.asarray(filterbank).T]))
+
+    def __call__(self, power: np.ndarray) -> tuple[np.ndarray, ...]:
+        eps, k = self.eps, self.k
+        proj = rowdot(power, self.weights)
+        total, weighted = proj[:, 0], proj[:, 1]
+        band_pow, band_f = proj[:, 2:2 + k], proj[:, 2 + k:2 + 2 * k]
+        centroid = np.where(total > eps, weighted / np.maximum(total, eps), 0.0)
+        p = power[:, 1:] + eps
+        flatness = np.minimum(np.exp(np.log(p).mean(axis=-1)) / p.mean(axis=-1), 1.0)
+        band_frac = band_pow / (total[:, None] + eps)
+        band_cent = np.where(band_pow > eps, band_f / np.maximum(band_pow, eps), 0.0)
+        return centroid, flatness, band_frac, band_cent, proj[:, 2 + 2 * k:]
 
 
 class Yin:

@@ -215,6 +215,19 @@ def test_rows_do_not_depend_on_block_sizes(speech_en, blocks):
     np.testing.assert_array_equal(got, ref)
 
 
+@pytest.mark.parametrize("fps", [20, 40, 50])
+def test_other_frame_rates(speech_en, fps):
+    s = AudioSettings(fps=fps)
+    x = speech_en.samples[:SR]
+    ref = features(x, s)
+    assert ref.shape == (math.ceil(x.size / s.samples_per_frame), len(FEATURE_NAMES))
+    fs, out = FeatureStream(s), []
+    for i in range(0, x.size, 333):
+        fs.push(x[i:i + 333])
+        out.append(fs.pull())
+    np.testing.assert_array_equal(np.concatenate(out + [fs.finish()]), ref)
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 4000))
 def test_finish_pads_to_ceil(n):

@@ -223,7 +223,7 @@ class _Mouth:
         self.c_att, self.c_rel = _alpha(s.close_attack_ms, dt_ms), _alpha(s.close_release_ms, dt_ms)
         self.a_shape = _alpha(s.shape_smoothing_ms, dt_ms)
         self.jaw = self.close = 0.0
-        self.shape = [0.0] * 5      # funnel, pucker, spread, roll-lower, (unused spare)
+        self.shape = [0.0] * 4      # smoothed funnel, pucker, spread, roll-lower (0..1)
 
     def jaw_target(self, f: list[float], lv: _Levels) -> float:
         g = lv.speech(f[_E])
@@ -267,7 +267,9 @@ class _Mouth:
                      * _clip01((1500.0 - now[_F2]) / 300.0))
         return max(stop, nasal)
 
-    def step(self, past, now, future, lv: _Levels, intensity: float) -> dict[str, float]:
+    def step(self, past: list[list[float]], now: list[float], future: list[list[float]], lv: _Levels,
+             intensity: float) -> dict[str, float]:
+        """Advance one frame; returns {mouth channel name: value}."""
         raw = self.jaw_target(now, lv)
         ahead = [self.jaw_target(r, lv) for r in future[:2]]
         target = max([raw] + [w * a for w, a in zip((0.6, 0.3), ahead)])
@@ -299,7 +301,7 @@ class _Mouth:
         rel = f[_E] - lv.peak_db
         weak_fric = (_clip01((0.45 - f[_VOI]) / 0.2) * _clip01((f[_FLAT] - 0.15) / 0.2)
                      * _clip01((rel + 40.0) / 8.0) * _clip01((-14.0 - rel) / 6.0) * lv.speech(f[_E]))
-        targets = (rounding * (1.0 - 0.5 * close_round), rounding * close_round, spread, weak_fric, 0.0)
+        targets = (rounding * (1.0 - 0.5 * close_round), rounding * close_round, spread, weak_fric)
         a = self.a_shape
         new = [v + (t - v) * a for v, t in zip(self.shape, targets)]
         self.shape = [0.0 if t == 0.0 and v < 0.005 else v for v, t in zip(new, targets)]
@@ -611,5 +613,6 @@ def make_generator(name: str = "baseline", **kw) -> MotionGenerator:
     try:
         factory = _REGISTRY[name]
     except KeyError:
-        raise ConfigError(f"unknown motion generator {name!r}; available: {', '.join(available_generators())}") from None
+        known = ", ".join(available_generators())
+        raise ConfigError(f"unknown motion generator {name!r}; available: {known}") from None
     return factory(**kw)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy import signal
 
-__all__ = ["SENTENCES", "have_espeak", "make_speech", "Phoneme", "phonemes", "is_vowel", "is_bilabial",
+__all__ = ["SENTENCES", "have_espeak", "have_phonemes", "make_speech", "Phoneme", "phonemes", "is_vowel", "is_bilabial",
            "speech_envelope", "phoneme_openness", "encode_audio", "ESPEAK_RATE_HZ"]
 
 ESPEAK_RATE_HZ = 22050
@@ -40,7 +40,17 @@ _BILABIAL = {"p", "b", "m", "p#", "b#", "m#"}
 
 
 def have_espeak() -> bool:
+    """The espeak-ng CLI is installed."""
     return shutil.which("espeak-ng") is not None
+
+
+def have_phonemes() -> bool:
+    """libespeak-ng can be loaded (for :func:`phonemes`)."""
+    try:
+        _espeak()
+    except (OSError, RuntimeError):
+        return False
+    return True
 
 
 def make_speech(text: str, voice: str, path: str | Path, rate_wpm: int = 150) -> Path:

@@ -41,6 +41,9 @@ def padded(x: np.ndarray, before_s: float = 1.0, after_s: float = 1.0) -> np.nda
     return np.concatenate([np.zeros(int(before_s * SR), np.float32), x, np.zeros(int(after_s * SR), np.float32)])
 
 
+needs_phonemes = pytest.mark.skipif(not sp.have_phonemes(), reason="libespeak-ng is not loadable")
+
+
 @pytest.fixture(scope="module")
 def clip_rows(speech_clips):
     """Per language: (features, motion) of the sentence with 1 s of silence on both sides."""
@@ -109,6 +112,23 @@ def test_outputs_are_float32_and_in_range(clip_rows):
 # mouth
 # ------------------------------------------------------------------------------------------
 
+@needs_phonemes
+@pytest.mark.parametrize("lang", list(sp.SENTENCES))
+def test_phoneme_timing_matches_the_cli_audio(speech_clips, lang):
+    """The reference timing (libespeak-ng events) lines up with the CLI's wav, within a frame."""
+    clip = speech_clips[lang]
+    phs = sp.phonemes(clip.text, clip.voice)
+    spoken = [p for p in phs if not p.name.startswith("_")]
+    env = sp.speech_envelope(clip.samples, SR, FPS)
+    onset = np.flatnonzero(env > 0.1)[0] / FPS
+    assert abs(onset - spoken[0].start_s) <= 1.5 / FPS
+    assert spoken[-1].end_s <= clip.samples.size / SR + 1 / FPS
+    for p in phs:                                   # long pauses inside the sentence are quiet
+        if p.name.startswith("_") and p.end_s - p.start_s > 0.15 and p is not phs[-1]:
+            mid = int((p.start_s + p.end_s) / 2 * FPS)
+            assert env[mid] < 0.3
+
+@needs_phonemes
 @pytest.mark.parametrize("lang", list(sp.SENTENCES))
 def test_jaw_follows_speech(speech_clips, clip_rows, lang):
     clip = speech_clips[lang]
@@ -151,6 +171,7 @@ def test_mouth_rests_in_room_noise():
     assert (run(feats(np.zeros(3 * SR, np.float32)))[:, MOUTH] == 0).all()
 
 
+@needs_phonemes
 @pytest.mark.parametrize("lang", list(sp.SENTENCES))
 def test_lips_close_on_bilabials(speech_clips, clip_rows, lang):
     clip = speech_clips[lang]

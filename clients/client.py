@@ -27,6 +27,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from emote.engine.exceptions import AudioError, ConfigError, EmoteError
 from emote.streaming.ice import filter_sdp_candidates, restrict_ice_addresses
+from emote.streaming.jitter import install as install_jitter_buffer
 
 __all__ = ["ClientSettings", "Recording", "FileAudioTrack", "MicAudioTrack", "run_client",
            "write_mp4", "read_audio_48k", "ServerRefused"]
@@ -235,6 +236,9 @@ async def run_client(settings: ClientSettings, source: MediaStreamTrack) -> Reco
 
     @pc.on("track")
     def _on_track(track) -> None:
+        for t in pc.getTransceivers():
+            if t.receiver.track is track:
+                install_jitter_buffer(t.receiver, track.kind)
         tasks.append(asyncio.create_task(_consume(track, rec, settings.keep_frames,
                                                   deadline[0])))
 

@@ -66,7 +66,7 @@ class ServerSettings:
     margin_ms: float = 60.0
     gap_fill_ms: float = 100.0
     peer_timeout_s: float = 3.0
-    audio_jitter_prefetch_packets: int = 1
+    low_latency_jitter_buffer: bool = True    # see emote.streaming.jitter
     stats_interval_s: float = 0.5
     session: SessionOptions = field(default=SessionOptions(), compare=False, repr=False)
 
@@ -81,8 +81,6 @@ class ServerSettings:
             raise ConfigError("margin_ms must be 0..1000 and gap_fill_ms 20..2000")
         if self.peer_timeout_s <= 0.2 or self.stats_interval_s <= 0:
             raise ConfigError("peer_timeout_s must be > 0.2 and stats_interval_s > 0")
-        if not 0 <= self.audio_jitter_prefetch_packets <= 8:
-            raise ConfigError("audio_jitter_prefetch_packets must be 0..8")
         names = [n for n, _ in self.portraits]
         if len(set(names)) != len(names):
             raise ConfigError(f"portrait names must be unique: {names}")
@@ -90,7 +88,7 @@ class ServerSettings:
             fps=self.fps, hop_frames=self.hop_frames, context_frames=self.context_frames,
             margin_ms=self.margin_ms, gap_fill_ms=self.gap_fill_ms,
             peer_timeout_s=self.peer_timeout_s,
-            audio_jitter_prefetch_packets=self.audio_jitter_prefetch_packets))
+            low_latency_jitter_buffer=self.low_latency_jitter_buffer))
 
     @property
     def url(self) -> str:

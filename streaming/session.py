@@ -14,6 +14,9 @@ Output delay (``delay_s``): a frame n can be made once the audio up to frame n +
 has arrived, i.e. (hop + lookahead) frames after its own audio started arriving, plus the
 engine's time; ``margin_ms`` covers the engine and the packetisation (20 ms Opus packets).
 
+An engine slower than real time: at most ``engine_queue_windows`` windows wait for it (4 x 40 ms);
+newer ones are dropped (counted), so the latency stays bounded and the video holds instead.
+
 No audio arriving (a finished file, a muted peer that sends nothing): a watchdog pushes silence
 whenever the input falls more than ``gap_fill_ms`` behind the wall clock, so the engine keeps
 running and the portrait idles. Audio that arrives more than ``gap_fill_ms`` ahead of the wall
@@ -36,6 +39,7 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from emote.streaming.jitter import install
 from emote.streaming.metrics import StreamingMetrics
 from emote.streaming.ringbuffer import AudioRingBuffer, WindowSlicer, WindowSpec
 from emote.streaming.tracks import (NET_RATE_HZ, AudioInput, DelayedAudioTrack, FrameBuffer,
@@ -60,7 +64,8 @@ class SessionOptions:
     peer_timeout_s: float = 3.0
     start_grace_s: float = 0.5
     connect_timeout_s: float = 20.0
-    audio_jitter_prefetch_packets: int = 1
+    low_latency_jitter_buffer: bool = True
+    engine_queue_windows: int = 4      # windows waiting for the engine; more are dropped
     return_audio_ring_s: float = 10.0
 
 
@@ -85,7 +90,7 @@ class Session:
         self.audio = DelayedAudioTrack(self.clock, self.ring48)
         self.loop = asyncio.get_running_loop()
         self.worker = EngineWorker(pipeline, self.loop, self._on_frames, self._on_engine_error,
-                                   name=self.sid)
+                                   name=self.sid, queue_windows=options.engine_queue_windows)
         self.pc: RTCPeerConnection | None = None
         self.created = time.monotonic()
         self.last_audio: float | None = None
@@ -128,13 +133,12 @@ class Session:
         return pc.localDescription
 
     def _tune_jitter_buffer(self, track) -> None:
-        """aiortc holds 4 audio packets (80 ms) before decoding; we want fewer (see settings)."""
-        from aiortc.jitterbuffer import JitterBuffer
+        """Release audio packets as soon as they are in order (see emote.streaming.jitter)."""
+        if not self.opts.low_latency_jitter_buffer:
+            return
         for t in self.pc.getTransceivers():
-            r = t.receiver
-            if r.track is track and hasattr(r, "_RTCRtpReceiver__jitter_buffer"):
-                r._RTCRtpReceiver__jitter_buffer = JitterBuffer(
-                    capacity=16, prefetch=self.opts.audio_jitter_prefetch_packets)
+            if t.receiver.track is track:
+                install(t.receiver, track.kind)
 
     def _spawn(self, coro, name: str) -> None:
         task = asyncio.create_task(coro, name=f"{self}-{name}")
@@ -153,7 +157,8 @@ class Session:
             if not len(x48):
                 continue
             self.last_audio = now
-            self.clock.start(now - len(x48) / NET_RATE_HZ)
+            if self.counters["padded_s"] == 0.0:   # until a gap was filled, the stream is
+                self.clock.observe(now, (self.ring48.written + len(x48)) / NET_RATE_HZ)  # real
             ahead = self.ring48.written / NET_RATE_HZ - (now - self.clock.t0)
             over = ahead - self.opts.gap_fill_ms / 1000.0
             if over > 0:                     # a gap was filled and the real audio came after all

@@ -56,6 +56,18 @@ class MediaClock:
             self.t0 = t0
             self.started.set()
 
+    def observe(self, arrival: float, content_end_s: float) -> None:
+        """Content up to ``content_end_s`` had arrived at ``arrival``: move t0 earlier if that
+        shows the stream started earlier than thought (packets are only ever late, never early,
+        so the earliest implied start is the truest; a late first packet would otherwise add
+        its lateness to every frame). The tracks catch up by themselves (video skips a slot,
+        audio sends at once)."""
+        implied = arrival - content_end_s
+        if self.t0 is None:
+            self.start(implied)
+        elif implied < self.t0:
+            self.t0 = implied
+
     def send_time(self, content_s: float) -> float:
         """Wall time at which content time ``content_s`` leaves the server."""
         assert self.t0 is not None

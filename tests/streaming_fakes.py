@@ -93,13 +93,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def start_server(factory=None, **settings):
-    """In-process server on a free loopback port; returns (runner, base URL, server state)."""
+def fake_factory(path: str) -> FakePipeline:
+    return FakePipeline(shade=180 if path == "a.jpg" else 90)
+
+
+async def start_server(factory=fake_factory, **settings):
+    """In-process server on a free loopback port; returns (runner, base URL, server state).
+
+    ``factory=None``: the real engine (emote.engine.pipeline.load_pipeline)."""
     from aiohttp import web
     from emote.streaming.server import STATE, ServerSettings, make_app
     settings.setdefault("portraits", (("a", "a.jpg"), ("b", "b.jpg")))
     s = ServerSettings(host="127.0.0.1", port=free_port(), ice_addresses=LOOPBACK, **settings)
-    app = make_app(s, factory or (lambda path: FakePipeline(shade=180 if path == "a.jpg" else 90)))
+    app = make_app(s, factory)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, s.host, s.port).start()

@@ -1,0 +1,143 @@
+"""The real pipeline end to end through WebRTC, with the Python client (and the `emote client`
+command): frame rate, mouth follows speech (face landmarker on received frames), the voice
+comes back delayed, A/V offset, two portraits at once never mix, MP4 recording, --mic error."""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import av
+import numpy as np
+import pytest
+
+from emote.clients.client import ClientSettings, FileAudioTrack, run_client
+from emote.engine.landmarks import inner_lip_aperture, shared_landmarker
+from emote.engine.resources import default_portrait_path
+from portraits import grace_hopper_path
+from streaming_fakes import LOOPBACK, best_lag_s, envelope, speech_with_pauses, start_server
+
+pytestmark = pytest.mark.skipif(__import__("shutil").which("espeak-ng") is None, reason="needs espeak-ng")
+
+
+def aperture(rgb: np.ndarray) -> float:
+    faces = shared_landmarker().detect(rgb)
+    return inner_lip_aperture(faces[0].points) if faces else np.nan
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("speech") / "speech.wav")
+    return path, speech_with_pauses(path)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("avatars"))
+
+
+PORTRAITS = (("astronaut", str(default_portrait_path())), ("hopper", str(grace_hopper_path())))
+
+
+def _analyse(rec, sent: np.ndarray) -> dict:
+    t = np.array([p / 90000 for p, _, _ in rec.video])
+    m = np.array([aperture(f) for _, _, f in rec.video])
+    ok = ~np.isnan(m)
+    audio = rec.audio_array()
+    env = envelope(audio, 48000, 0.01)
+    grid = np.arange(len(env)) * 0.01 + 0.005
+    idx = np.clip(np.searchsorted(t[ok], grid, "right") - 1, 0, ok.sum() - 1)
+    mouth = m[ok][idx]                                        # each frame holds for 40 ms
+    speaking = np.convolve(env > 0.02, np.ones(15), "same") > 0   # speech, 70 ms either side
+    silent = np.convolve(env > 0.005, np.ones(41), "same") == 0   # silence, 200 ms from speech
+    sent_env = envelope(sent, 48000, 0.01)
+    n = min(len(sent_env), len(env))
+    # wall-clock delay of the returned voice: arrival of content c minus the time c was sent
+    arr = np.array([a - p / 48000 for p, a, _ in rec.audio]) - rec.sent_t0
+    return {"detected": float(ok.mean()), "lag_s": best_lag_s(env, mouth, 0.01, 0.3),
+            "mouth_speaking": float(np.median(mouth[speaking[:len(mouth)]])),
+            "mouth_silent": float(np.median(mouth[silent[:len(mouth)]])),
+            "mouth_silent_p90": float(np.percentile(mouth[silent[:len(mouth)]], 90)),
+            "voice_lag_s": (vl := best_lag_s(sent_env[:n], env[:n], 0.01, 0.2)),
+            "voice_corr": float(np.corrcoef(sent_env[:n - 20], env[round(vl * 100):n - 20 + round(vl * 100)])[0, 1]),
+            "voice_delay_s": float(np.median(arr)), "fps": rec.video_fps(),
+            "seconds": (rec.video[-1][1] - rec.video[0][1]) if rec.video else 0.0}
+
+
+def test_python_client_real_pipeline(speech, cache_dir):
+    wav, sent = speech
+
+    async def go():
+        runner, url, srv = await start_server(factory=None, portraits=PORTRAITS, cache_dir=cache_dir)
+        try:
+            rec = await run_client(ClientSettings(url, seconds=10.0, ice_addresses=LOOPBACK),
+                                   FileAudioTrack(sent))
+        finally:
+            await runner.cleanup()
+        return rec
+    rec = asyncio.run(go())
+    res = _analyse(rec, sent)
+    print(res, rec.stats[-1] if rec.stats else None)
+    assert res["fps"] >= 24.0 and res["seconds"] >= 8.0, res
+    assert res["detected"] > 0.95
+    assert res["mouth_speaking"] > res["mouth_silent"] + 0.05, res         # moves with speech
+    assert res["mouth_silent_p90"] < res["mouth_speaking"], res             # rests in silences
+    assert abs(res["lag_s"]) <= 0.04, res                                   # A/V offset
+    # the same voice; in content time only the two Opus encoders' lookahead (2 x 6.5 ms) apart
+    assert res["voice_corr"] > 0.9 and 0 <= res["voice_lag_s"] <= 0.03, res
+    assert rec.delay_ms / 1000 - 0.01 <= res["voice_delay_s"] <= rec.delay_ms / 1000 + 0.1, res
+
+
+def test_two_portraits_at_once_never_mix(speech, cache_dir):
+    wav, sent = speech
+
+    async def go():
+        runner, url, srv = await start_server(factory=None, portraits=PORTRAITS, cache_dir=cache_dir)
+        try:
+            return await asyncio.gather(*(
+                run_client(ClientSettings(url, seconds=9.0, ice_addresses=LOOPBACK, portrait=name),
+                           FileAudioTrack(sent * gain))
+                for name, gain in (("astronaut", 1.0), ("hopper", 0.5))))
+        finally:
+            await runner.cleanup()
+    a, h = asyncio.run(go())
+    ref_a, ref_h = a.video[0][2].astype(np.float32), h.video[0][2].astype(np.float32)
+    for rec, own, other in ((a, ref_a, ref_h), (h, ref_h, ref_a)):
+        assert rec.video_fps() >= 24.0, rec.video_fps()
+        for _, _, f in rec.video[::10]:
+            f = f.astype(np.float32)
+            assert np.abs(f - own).mean() < 0.5 * np.abs(f - other).mean()
+    ra, rh = np.abs(a.audio_array()).max(), np.abs(h.audio_array()).max()
+    assert 1.6 < ra / rh < 2.4                                  # each got its own voice back
+
+
+def test_emote_client_command_writes_an_mp4_and_mic_errors_are_clear(speech, cache_dir, tmp_path):
+    wav, _ = speech
+    out = str(tmp_path / "received.mp4")
+    cmd = [sys.executable, "-m", "emote.clients.serve_cmd", "client"]
+
+    async def go():
+        runner, url, srv = await start_server(factory=None, portraits=PORTRAITS, cache_dir=cache_dir,
+                                              token="a-good-token")
+        try:
+            p = await asyncio.create_subprocess_exec(
+                *cmd, url, "--audio", wav, "--out", out, "--token", "a-good-token", "--seconds", "4",
+                "--ice-address", "127.0.0.1", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            so, se = await p.communicate()
+            q = await asyncio.create_subprocess_exec(
+                *cmd, url, "--mic", "--ice-address", "127.0.0.1", stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE)
+            mo, me = await q.communicate()
+        finally:
+            await runner.cleanup()
+        return p.returncode, so.decode() + se.decode(), q.returncode, me.decode()
+    rc, text, mic_rc, mic_err = asyncio.run(go())
+    assert rc == 0, text
+    with av.open(out) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        assert (v.codec_context.name, a.codec_context.name) == ("h264", "aac")
+        assert (v.width, v.height) == (512, 512)
+        frames = sum(1 for _ in c.decode(video=0))
+    assert frames >= 3.5 * 24
+    assert mic_rc == 2 and "microphone" in mic_err and "Traceback" not in mic_err, mic_err

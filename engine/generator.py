@@ -16,7 +16,8 @@ before it emits that frame's motion, and emits exactly one motion row per featur
   fricatives (f/v); upper/lower lip follow the jaw. In silence every mouth channel returns to
   exactly 0 (the reference photo's mouth).
 * head: slow wander (sums of sinusoids with seeded frequencies and phases), bigger while
-  speaking, nods on pitch accents, and breathing in silence.
+  speaking, nods on pitch accents, and breathing in silence. After ``reset`` head and gaze
+  start exactly at the photo's pose and fade in over ``start_ease_ms`` (2 s).
 * brows rise on pitch accents; blinks are stochastic (~15/min, 100-150 ms, more often at the
   start of pauses); the gaze makes small saccades and mostly returns to the camera.
 
@@ -105,10 +106,11 @@ class BaselineSettings:
     head_pitch_amplitude_deg: float = 2.0
     head_roll_amplitude_deg: float = 1.5
     head_translation_per_deg: float = 0.003   # face widths of shift per degree of yaw / pitch
-    head_idle_fraction: float = 0.45    # wander amplitude in silence relative to speech
+    head_idle_fraction: float = 0.3     # wander amplitude in silence relative to speech
+    start_ease_ms: float = 2000.0       # head/gaze motion fades in from the photo's pose after reset
     nod_amplitude_deg: float = 2.0
     accent_semitones: float = 1.5       # f0 rise above the running baseline that makes an accent
-    breathing_amplitude_deg: float = 0.4
+    breathing_amplitude_deg: float = 0.3
     breathing_rate_hz: float = 0.25
     # brows, eyes
     brow_raise: float = 0.35            # browInnerUp / browOuterUp on a full accent
@@ -557,7 +559,9 @@ class BaselineGenerator(MotionGenerator):
         if accent > 0.0:
             self._brow.kick(accent)
         brow = self._brow.step() * self.settings.brow_raise * intensity
-        yaw, pitch, roll, tx, ty, scale = self._head.step(speech, mouth["jawOpen"], accent, speed, amp)
+        x = min(1.0, self._t * self._dt_ms / self.settings.start_ease_ms)
+        ease = x * x * (3.0 - 2.0 * x)                  # smoothstep: a new stream starts at the photo
+        yaw, pitch, roll, tx, ty, scale = self._head.step(speech, mouth["jawOpen"], accent, speed, amp * ease)
         u = self._rng.random(6).tolist()           # always 6 draws per frame: batching-independent
         quiet_ahead = all(lv.speech(r[_E]) <= 0.5 for r in future)
         pause = 0.0 < self._silent_ms <= 600.0 and quiet_ahead       # a real pause, not a stop closure
@@ -568,7 +572,7 @@ class BaselineGenerator(MotionGenerator):
         row[_C["browInnerUp"]] = brow
         row[_C["browOuterUpLeft"]] = row[_C["browOuterUpRight"]] = 0.7 * brow
         row[_C["eyeBlinkLeft"]] = row[_C["eyeBlinkRight"]] = blink
-        row[_C["gazeYaw_deg"]], row[_C["gazePitch_deg"]] = gaze_yaw, gaze_pitch
+        row[_C["gazeYaw_deg"]], row[_C["gazePitch_deg"]] = ease * gaze_yaw, ease * gaze_pitch
         row[_C["headYaw_deg"]], row[_C["headPitch_deg"]], row[_C["headRoll_deg"]] = yaw, pitch, roll
         row[_C["headTx"]], row[_C["headTy"]], row[_C["headScale"]] = tx, ty, scale
         return row

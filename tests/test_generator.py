@@ -262,6 +262,8 @@ def test_head_motion_is_small_smooth_and_controllable(speech_clips):
         assert np.abs(a).max() < 8.0 and np.abs(np.diff(a)).max() < 1.0   # a few degrees, no jumps
     assert yaw.std() > 0.3 and pitch.std() > 0.3                        # it does move
     assert np.abs(m[:, M.idx("headTx", "headTy", "headScale")]).max() < 0.05
+    assert (m[0, HEAD + M.idx(*M.GAZE)] == 0).all()                     # a new stream starts at the photo
+    assert np.abs(m[:15, HEAD[:3]]).max() < 0.3 < np.abs(m[50:, HEAD[:3]]).max()   # and eases in
     still = run(rows, head_motion_amplitude=0.0)
     assert np.abs(still[50:, HEAD]).max() < 0.05                         # after the 300 ms control ramp
     fast, slow = run(rows, head_motion_speed=2.0), run(rows, head_motion_speed=0.5)

@@ -319,15 +319,15 @@ def test_blinks(speech_clips):
 def test_generator_speed(speech_clips):
     rows = _long_rows(speech_clips, 30)
     g = make_generator()
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     g.push(rows)
     m = np.concatenate([g.pull(), g.finish()])
-    offline_ms = (time.perf_counter() - t0) * 1e3 / len(m)
+    offline_ms = (time.process_time() - t0) * 1e3 / len(m)
     g = make_generator()
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for i in range(len(rows)):
         g.push(rows[i:i + 1])
         g.pull()
-    live_ms = (time.perf_counter() - t0) * 1e3 / len(rows)
+    live_ms = (time.process_time() - t0) * 1e3 / len(rows)
     print(f"generator: {offline_ms:.3f} ms/frame offline, {live_ms:.3f} ms/frame live")
     assert offline_ms < 0.5 and live_ms < 1.0

@@ -91,6 +91,33 @@ def bench_pipeline(size_px: int, seconds: float, cache_dir: str) -> dict:
             "realtime_factor": rep.frames / 25.0 / dt}
 
 
+def bench_stages(seconds: float = 20.0) -> dict:
+    """CPU milliseconds per frame of the audio features and the motion generator, over a file and live."""
+    from emote.engine.audio import AudioSettings, FeatureStream, load_audio
+    from emote.engine.generator import make_generator
+    from emote.engine.resources import demo_speech_path
+
+    spf = AudioSettings().samples_per_frame
+    x = np.resize(load_audio(demo_speech_path()), int(seconds * 16000)).astype(np.float32)
+    out = {}
+    for mode in ("file", "live"):
+        fs, gen = FeatureStream(), make_generator("baseline", fps=25.0)
+        block = len(x) if mode == "file" else spf
+        tf = tg = 0.0
+        n = 0
+        for i in range(0, len(x), block):
+            t = time.process_time()
+            fs.push(x[i:i + block])
+            rows = fs.pull()
+            tf += time.process_time() - t
+            t = time.process_time()
+            gen.push(rows)
+            n += len(gen.pull())
+            tg += time.process_time() - t
+        out[mode] = {"features_ms": tf * 1e3 / max(n, 1), "motion_ms": tg * 1e3 / max(n, 1)}
+    return out
+
+
 def _plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -130,6 +157,9 @@ def main(argv: list[str] | None = None) -> dict:
         results["renderer"].append(r)
         results["pipeline"].append(p)
         print(f"{s:>6} {r['fps']:>13.1f} {r['ms_p95']:>8.2f} {p['fps']:>13.1f} {p['realtime_factor']:>12.2f}", flush=True)
+    results["stages"] = bench_stages()
+    for mode, v in results["stages"].items():
+        print(f"{mode:>6}: features {v['features_ms']:.3f} ms/frame, motion {v['motion_ms']:.3f} ms/frame (CPU time)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "render.json").write_text(json.dumps(results, indent=2))

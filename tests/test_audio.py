@@ -3,7 +3,6 @@ not depend on how the samples were split."""
 from __future__ import annotations
 
 import math
-import time
 import tracemalloc
 
 import av
@@ -287,22 +286,3 @@ def test_pitch_of_male_and_female_speech(tmp_path):
         assert np.mean(f0[voiced] > 0) > 0.8                  # pitch found on most voiced frames
         med[voice] = np.median(f0[f0 > 0])
     assert 80 < med["en"] < 150 and 170 < med["en+f3"] < 320
-
-
-def test_feature_speed(speech_clips):
-    x = np.concatenate([c.samples for c in speech_clips.values()])     # ~20 s
-    fs = FeatureStream()
-    t0 = time.process_time()
-    fs.push(x)
-    rows = np.concatenate([fs.pull(), fs.finish()])
-    offline_ms = (time.process_time() - t0) * 1e3 / len(rows)
-    fs = FeatureStream()
-    live = x[:5 * SR]
-    t0 = time.process_time()
-    n = 0
-    for i in range(0, live.size, SPF):
-        fs.push(live[i:i + SPF])
-        n += len(fs.pull())
-    live_ms = (time.process_time() - t0) * 1e3 / max(n, 1)
-    print(f"features: {offline_ms:.3f} ms/frame offline, {live_ms:.3f} ms/frame live (one frame per push)")
-    assert offline_ms < 1.0 and live_ms < 4.0          # a frame is 40 ms of audio

@@ -1,7 +1,6 @@
 """engine.generator: the baseline motion generator on real speech in several languages."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -314,20 +313,3 @@ def test_blinks(speech_clips):
     rate_pause = np.isin(onsets, np.flatnonzero(pause_start)).sum() / pause_start.sum()
     rate_other = (~np.isin(onsets, np.flatnonzero(pause_start))).sum() / (~pause_start).sum()
     assert rate_pause > 1.5 * rate_other
-
-
-def test_generator_speed(speech_clips):
-    rows = _long_rows(speech_clips, 30)
-    g = make_generator()
-    t0 = time.process_time()
-    g.push(rows)
-    m = np.concatenate([g.pull(), g.finish()])
-    offline_ms = (time.process_time() - t0) * 1e3 / len(m)
-    g = make_generator()
-    t0 = time.process_time()
-    for i in range(len(rows)):
-        g.push(rows[i:i + 1])
-        g.pull()
-    live_ms = (time.process_time() - t0) * 1e3 / len(rows)
-    print(f"generator: {offline_ms:.3f} ms/frame offline, {live_ms:.3f} ms/frame live")
-    assert offline_ms < 0.5 and live_ms < 1.0

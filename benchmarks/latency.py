@@ -72,8 +72,10 @@ def start_server(port: int) -> subprocess.Popen:
     raise RuntimeError("emote serve did not start within 120 s")
 
 
-def onset_latencies(rec, onsets: list[int]) -> list[float]:
-    """Seconds from sending each onset to the arrival of the first frame whose mouth opens."""
+def onset_latencies(rec, onsets: list[int]) -> list[tuple[float, float, float]]:
+    """Per onset, seconds: (sending the onset -> arrival of the first frame whose mouth opens,
+    that frame's content time - the onset's (the engine's own response; negative when the
+    lookahead opens the mouth early), that frame's arrival - its content time (the live path))."""
     from emote.engine.landmarks import inner_lip_aperture, shared_landmarker
     lm = shared_landmarker()
     content = np.array([p / 90000 for p, _, _ in rec.video])
@@ -93,8 +95,10 @@ def onset_latencies(rec, onsets: list[int]) -> list[float]:
         base, peak = np.nanmedian(before), np.nanmax(ap[after])
         if peak - base < 0.02:
             continue                                      # this syllable did not open the mouth
-        opened = np.flatnonzero(after & (ap > base + 0.3 * (peak - base)))
-        out.append(float(arrival[opened[0]] - (rec.sent_t0 + t)))
+        i = np.flatnonzero(after & (ap > base + 0.3 * (peak - base)))[0]
+        out.append((float(arrival[i] - (rec.sent_t0 + t)),     # end to end
+                    float(content[i] - t),                      # the engine: mouth vs sound
+                    float(arrival[i] - rec.sent_t0 - content[i])))  # the path: content -> arrival
     return out
 
 
@@ -102,9 +106,15 @@ async def measure_latency(url: str, n_onsets: int) -> dict:
     audio, onsets = make_onsets(n_onsets)
     rec = await run_client(ClientSettings(url, seconds=len(audio) / RATE + 1.0,
                                           ice_addresses=("127.0.0.1",)), FileAudioTrack(audio))
-    lat = onset_latencies(rec, onsets)
+    rows = onset_latencies(rec, onsets)
+    lat = [r[0] for r in rows]
     stats = rec.stats[-1] if rec.stats else {}
+    pct = lambda xs, q: round(float(np.percentile(xs, q)) * 1000, 1)  # noqa: E731
     res = {"onsets": len(onsets), "measured": len(lat), "latency_ms": [round(x * 1000, 1) for x in lat],
+           "engine_response_ms_p50": pct([r[1] for r in rows], 50) if rows else None,
+           "path_ms_p50": pct([r[2] for r in rows], 50) if rows else None,
+           "path_ms_p95": pct([r[2] for r in rows], 95) if rows else None,
+           "frames_held": stats.get("frames_held"), "frames_sent": stats.get("frames_sent"),
            "server_delay_ms": rec.delay_ms, "server_stages_ms": stats.get("stages_ms", {}),
            "fps_received": round(rec.video_fps(), 2)}
     if lat:
@@ -151,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         lat = asyncio.run(measure_latency(url, a.onsets))
         print(f"  end to end p50 {lat.get('p50_ms')} ms, p95 {lat.get('p95_ms')} ms "
               f"({lat['measured']}/{lat['onsets']} onsets); server delay {lat['server_delay_ms']} ms")
-        print(f"  server stages (median ms): {lat['server_stages_ms']}")
+        print(f"  = engine response (mouth vs sound, content time) p50 {lat['engine_response_ms_p50']} ms"
+              f" + live path (content -> arrival) p50 {lat['path_ms_p50']} / p95 {lat['path_ms_p95']} ms")
+        print(f"  server stages (median ms): {lat['server_stages_ms']}; held {lat['frames_held']}"
+              f" of {lat['frames_sent']} frames")
         print("capacity ...")
         cap = asyncio.run(measure_capacity(url, a.max_sessions))
         print(f"  sustained real-time 25 fps sessions: {cap['sustained_sessions']}")

@@ -31,6 +31,7 @@ from aiohttp import WSMsgType, web
 from aiortc import RTCConfiguration, RTCIceServer, RTCSessionDescription
 
 from emote.engine.exceptions import ConfigError, EmoteError
+from emote.streaming.encoding import tune_vp8
 from emote.streaming.ice import filter_sdp_candidates, restrict_ice_addresses
 from emote.streaming.metrics import CONTENT_TYPE_LATEST, StreamingMetrics
 from emote.streaming.session import Session, SessionOptions
@@ -262,6 +263,7 @@ def make_app(settings: ServerSettings = ServerSettings(),
     """The aiohttp application (routes above). ``pipeline_factory(path)`` defaults to the
     engine's ``load_pipeline`` with the settings' size, fps, seed and generator."""
     restrict_ice_addresses(settings.ice_addresses)
+    tune_vp8()
     srv = _Server(settings, pipeline_factory or _default_factory(settings))
     app = web.Application(client_max_size=1 << 20)
     app[STATE] = srv

@@ -7,7 +7,7 @@ Data path (shapes and units):
    a 10 s drop-oldest ring for the return path, and float32 mono 16 kHz for the engine;
 2. 16 kHz -> :class:`~emote.streaming.ringbuffer.WindowSlicer` (hop 1 frame, lookahead = the
    pipeline's ``latency_frames``) -> :class:`~emote.streaming.worker.EngineWorker` (its thread);
-3. frames (content index, RGB uint8 (H, W, 3)) -> FrameBuffer -> PortraitVideoTrack (25 fps)
+3. frames (content index, I420 uint8 (H * 3 / 2, W)) -> FrameBuffer -> PortraitVideoTrack (25 fps)
    and the ring -> DelayedAudioTrack, both on the session's :class:`MediaClock`.
 
 Output delay (``delay_s``): a frame n can be made once the audio up to frame n + 1 + lookahead
@@ -201,9 +201,9 @@ class Session:
             if k in batch.timings_ms:
                 self._observe(k, batch.timings_ms[k] / 1000.0)
         self._observe("window_to_frame", now - batch.t_taken)
-        for idx, rgb in batch.frames:
+        for idx, i420 in batch.frames:
             arrival = self.clock.arrival_time(idx / self.opts.fps) if self.clock.t0 else now
-            self.frames.put(ReadyFrame(idx, rgb, now, arrival))
+            self.frames.put(ReadyFrame(idx, i420, now, arrival))
 
     def _on_sent(self, frame: ReadyFrame, slot: int, held: bool) -> None:
         now = time.monotonic()

@@ -107,10 +107,11 @@ class AudioInput:
 
 @dataclass
 class ReadyFrame:
-    """A frame the engine made: ``rgb`` (H, W, 3) uint8 for content frame ``index``."""
+    """A frame the engine made: ``i420`` (H * 3 / 2, W) uint8 (planar yuv420p) for content
+    frame ``index``."""
 
     index: int
-    rgb: np.ndarray
+    i420: np.ndarray
     t_ready: float                # monotonic time it reached the event loop
     t_audio_arrival: float        # monotonic arrival time of this frame's own audio
 
@@ -205,7 +206,7 @@ class PortraitVideoTrack(MediaStreamTrack):
             self.encode_lead_s += 0.1 * (min(took, 1.0 / self.fps) - self.encode_lead_s)
         frame, slot, held = await self._next_frame()
         self._returned_at = self.clock.now()
-        vf = av.VideoFrame.from_ndarray(frame.rgb, format="rgb24")
+        vf = av.VideoFrame.from_ndarray(frame.i420, format="yuv420p")
         vf.pts = slot * VIDEO_CLOCK_HZ // self.fps
         vf.time_base = self._time_base
         if self.on_sent is not None:

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from emote.streaming.encoding import to_i420
 from emote.streaming.ringbuffer import Window
 
 __all__ = ["EngineWorker", "FrameBatch"]
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FrameBatch:
-    """Frames made from one window: ``frames`` is [(content_index, rgb (H,W,3) uint8)]."""
+    """Frames made from one window: ``frames`` is [(content_index, I420 (H*3/2, W) uint8)]
+    (see emote.streaming.encoding.to_i420: converted here, off the event loop)."""
 
     frames: list[tuple[int, np.ndarray]]
     t_window: float                      # monotonic: the window was ready (last packet arrived)
@@ -146,7 +148,7 @@ class EngineWorker:
     def _emit(self, frames: list, t_window: float, t_taken: float) -> None:
         if not frames:
             return
-        out = [(self._map(f.index), f.rgb) for f in frames]
+        out = [(self._map(f.index), to_i420(f.rgb)) for f in frames]
         timings = dict(getattr(self._pipe, "timings", {}) or {})
         self._post(self._on_frames, FrameBatch(out, t_window, t_taken, time.monotonic(), timings))
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from emote.clients.serve_cmd import WEB_DIR
-from streaming_fakes import best_lag_s, envelope, mouth_opening, speech_with_pauses, start_server
+from streaming_fakes import best_lag_s, envelope, speech_with_pauses, start_server
 
 CHROMIUM = "/usr/bin/chromium"
 pw = pytest.importorskip("playwright.async_api")
@@ -118,17 +118,29 @@ def analyse(webm: bytes, opening) -> dict:
     grid = np.arange(len(env)) * 0.01 + 0.005
     mouth = m[np.clip(np.searchsorted(t, grid, "right") - 1, 0, len(m) - 1)]   # each frame holds
     speaking = env > 0.02
+    ok = ~np.isnan(mouth)
+    env, mouth, speaking = env[ok], mouth[ok], speaking[ok]
     return {"lag_s": best_lag_s(env, mouth, 0.01, 0.3), "n_frames": len(frames),
             "open_speaking": float(np.mean(mouth[speaking])) if speaking.any() else 0.0,
             "open_silent": float(np.mean(mouth[~speaking])) if (~speaking).any() else 0.0}
 
 
+def aperture(rgb: np.ndarray) -> float:
+    from emote.engine.landmarks import inner_lip_aperture, shared_landmarker
+    faces = shared_landmarker().detect(rgb)
+    return inner_lip_aperture(faces[0].points) if faces else np.nan
+
+
 def test_call_page_in_chromium_with_a_speech_microphone(tmp_path):
+    """The real engine on the default portrait; the mouth is read by the face landmarker."""
+    from emote.engine.resources import default_portrait_path
     wav = str(tmp_path / "speech.wav")
     speech_with_pauses(wav)
 
     async def go():
-        runner, url, srv = await start_server(web_dir=WEB_DIR)
+        runner, url, srv = await start_server(
+            factory=None, web_dir=WEB_DIR, cache_dir=str(tmp_path / "avatars"),
+            portraits=(("astronaut", str(default_portrait_path())),))
 
         async def close_tab(page):
             t = time.monotonic()
@@ -137,18 +149,48 @@ def test_call_page_in_chromium_with_a_speech_microphone(tmp_path):
                 await asyncio.sleep(0.05)
             return {"freed_s": time.monotonic() - t, "left": len(srv.sessions)}
         try:
-            return await run_page(url + "/?autostart=1&hear=1&portrait=a", wav, 8500, 9.0, mouth_opening, close_tab)
+            return await run_page(url + "/?autostart=1&hear=1", wav, 8500, 9.0, aperture, close_tab)
         finally:
             await runner.cleanup()
     out = asyncio.run(go())
-    res = analyse(out["webm"], mouth_opening)
+    res = analyse(out["webm"], aperture)
     print({k: v for k, v in out.items() if k not in ("webm", "logs")}, res)
     assert out["fps"] >= 24.0 and out["seconds"] >= 8.0, out["fps"]
     assert out["state"]["stats"]["fps_sent"] > 24
     assert res["n_frames"] >= 8 * 24
-    assert res["open_speaking"] > 2 * res["open_silent"] + 0.05, res
+    assert res["open_speaking"] > res["open_silent"] + 0.05, res
     assert abs(out["av_offset_s"]) <= 0.04, out["av_offset_s"]
     # the browser's MediaRecorder does not record the synchronised playout (it shows the voice
     # ~70 ms late against the picture even when playout is in sync): only a loose bound here
     assert abs(res["lag_s"]) <= 0.12, res
     assert out["left"] == 0 and out["freed_s"] < 5.0
+
+
+def test_overlay_page_shows_only_the_portrait(tmp_path):
+    wav = str(tmp_path / "speech.wav")
+    speech_with_pauses(wav, texts=("Overlay.",))
+
+    async def go():
+        runner, url, srv = await start_server(web_dir=WEB_DIR, token="overlay-token")
+        profile = tempfile.mkdtemp(prefix="emote-chromium-")
+        try:
+            async with pw.async_playwright() as p:
+                ctx = await p.chromium.launch_persistent_context(
+                    profile, executable_path=CHROMIUM, headless=True, args=chromium_args(wav))
+                page = await ctx.new_page()
+                await page.goto(url + "/overlay?token=overlay-token&portrait=b")
+                await page.wait_for_function(
+                    "document.querySelector('video').readyState >= 2 && "
+                    "document.querySelector('video').videoWidth > 0", timeout=15000)
+                info = await page.evaluate("""() => ({w: document.querySelector('video').videoWidth,
+                    buttons: document.querySelectorAll('button').length,
+                    bg: getComputedStyle(document.body).backgroundColor})""")
+                sessions = [s.portrait for s in srv.sessions.values()]
+                await ctx.close()
+        finally:
+            shutil.rmtree(profile, ignore_errors=True)
+            await runner.cleanup()
+        return info, sessions
+    info, sessions = asyncio.run(go())
+    assert info["w"] == 128 and info["buttons"] == 0 and info["bg"] == "rgba(0, 0, 0, 0)"
+    assert sessions == ["b"]

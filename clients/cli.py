@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -278,20 +279,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@contextlib.contextmanager
-def _sigterm_as_exit() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C (so writers remove their partial files), then exits 143."""
-    def handler(signum, frame):  # noqa: ARG001
-        raise SystemExit(128 + signal.SIGTERM)
-    try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
+class _Interrupts:
+    """Ctrl-C (SIGINT) raises KeyboardInterrupt and SIGTERM raises SystemExit(143) in the main thread, so
+    writers unwind and remove their partial files.
+
+    Python code that runs inside a C extension (a Cython error path, say) can swallow an exception raised
+    there; so if the command still runs a second after the signal, the signal is sent again, and a
+    command that completes after a swallowed signal still ends as interrupted."""
+
+    RESEND_S = 1.0
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.done = threading.Event()
+        self._old: dict[int, object] = {}
+
+    def _exception(self) -> BaseException:
+        return SystemExit(128 + signal.SIGTERM) if self.signum == signal.SIGTERM else KeyboardInterrupt()
+
+    def _handler(self, signum, frame) -> None:  # noqa: ARG002
+        if self.done.is_set():
+            return
+        if self.signum is None:
+            self.signum = signum
+            threading.Thread(target=self._resend, name="emote-signal-resend", daemon=True).start()
+        raise self._exception()
+
+    def _resend(self) -> None:
+        while not self.done.wait(self.RESEND_S):
+            os.kill(os.getpid(), self.signum)
+
+    def __enter__(self) -> "_Interrupts":
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.done.set()
+        for s, h in self._old.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+        if exc_type is None and self.signum is not None:
+            raise self._exception()  # the signal was swallowed and the command completed
+        return False
 
 
 def _quiet_native_logs() -> None:
@@ -318,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_native_logs()
     from emote.engine.exceptions import EmoteError
     try:
-        with _sigterm_as_exit():
+        with _Interrupts():
             return int(func(args) or 0)
     except EmoteError as e:
         print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
@@ -326,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as e:
+        if e.code == 128 + signal.SIGTERM:
+            print(f"{PROG}: terminated", file=sys.stderr)
+        raise
     except BrokenPipeError:  # stdout closed early (e.g. `| head`)
         with contextlib.suppress(OSError):
             sys.stderr.close()

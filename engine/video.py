@@ -14,8 +14,10 @@ pts are sample counts in a 1/sample_rate time base.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
+import weakref
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -153,6 +155,22 @@ def _ff_msg(e: Exception) -> str:
     return getattr(e, "strerror", None) or str(e)
 
 
+_LIVE: "weakref.WeakSet[Mp4Writer]" = weakref.WeakSet()
+
+
+@atexit.register
+def _remove_unfinished() -> None:
+    """At interpreter exit, remove the temporary files of writers never closed nor aborted (one that a
+    worker thread still holds when an interrupt unwinds the main thread, say). Only unlink: another
+    thread may still be inside the encoder, and writes to an unlinked file are harmless."""
+    for w in list(_LIVE):
+        if not w._finished and w._tmp is not None:
+            try:
+                w._tmp.unlink()
+            except OSError:
+                pass
+
+
 class Mp4Writer:
     """Writes RGB frames to an MP4 (H.264 yuv420p + AAC), atomically. Use as a context manager.
 
@@ -171,20 +189,25 @@ class Mp4Writer:
         self._finished = False
         self._audio: _AudioSource | None = None
         self._out: av.container.OutputContainer | None = None
+        self._tmp: Path | None = None
+        _LIVE.add(self)
         if audio_path is not None:
             self._audio = _AudioSource(Path(audio_path))
         try:
             parent = self.out_path.parent
             parent.mkdir(parents=True, exist_ok=True)
-            # same directory as the target, so os.replace is atomic; mode 0666 less the umask
-            tmp = parent / f".{self.out_path.name}.{secrets.token_hex(4)}.part"
-            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-            self._tmp = tmp
-        except OSError as e:
-            self._close_inputs()
-            raise EmoteError(f"cannot write {self.out_path}: {e.strerror or e}") from None
-        try:
+            # same directory as the target, so os.replace is atomic; mode 0666 less the umask.
+            # _tmp is set before the file exists, so an interrupt at any point lets abort() remove it.
+            self._tmp = parent / f".{self.out_path.name}.{secrets.token_hex(8)}.part"
+            try:
+                os.close(os.open(self._tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            except FileExistsError:
+                self._tmp = None  # not ours (a 64-bit random name clashed): leave it alone
+                raise
             self._open()
+        except OSError as e:
+            self.abort()
+            raise EmoteError(f"cannot write {self.out_path}: {getattr(e, 'strerror', None) or e}") from None
         except BaseException:
             self.abort()
             raise
@@ -271,22 +294,24 @@ class Mp4Writer:
         if self._finished:
             return
         self._finished = True
-        if self._out is not None:
-            try:
-                self._out.close()
-            except Exception:  # noqa: BLE001 - closing a half-written file may fail; it is deleted anyway
-                pass
-            self._out = None
-        try:
-            self._close_inputs()
-        except Exception:  # noqa: BLE001
-            pass
-        tmp = getattr(self, "_tmp", None)
+        # Unlink first: closing the muxer may take a while (trailer), and an interrupt there must not
+        # leave the file behind. The open handles then write to an unlinked inode.
+        tmp = self._tmp
         if tmp is not None:
             try:
                 tmp.unlink()
             except FileNotFoundError:
                 pass
+        if self._out is not None:
+            out, self._out = self._out, None
+            try:
+                out.close()
+            except Exception:  # noqa: BLE001 - closing a half-written, unlinked file may fail; it is gone anyway
+                pass
+        try:
+            self._close_inputs()
+        except Exception:  # noqa: BLE001
+            pass
 
     def __del__(self) -> None:
         # A writer dropped without close() or abort() leaves no temporary file behind.

@@ -200,3 +200,12 @@ def test_rgb_to_i420_matches_swscale(astronaut):
     assert d[:512].max() <= 1 and d.mean() < 0.5
     back = av.VideoFrame.from_ndarray(ours, format="yuv420p").to_ndarray(format="rgb24")
     assert _psnr(back, astronaut) > 38.0
+
+
+def test_unwritable_output_is_an_emote_error(tmp_path, astronaut):
+    from emote.engine.exceptions import EmoteError
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a directory is expected")
+    with pytest.raises(EmoteError, match="cannot write"):
+        Mp4Writer(blocker / "o.mp4", 64, 64)
+    assert _leftovers(tmp_path) == ["file"]

@@ -19,8 +19,11 @@ newer ones are dropped (counted), so the latency stays bounded and the video hol
 
 No audio arriving (a finished file, a muted peer that sends nothing): a watchdog pushes silence
 whenever the input falls more than ``gap_fill_ms`` behind the wall clock, so the engine keeps
-running and the portrait idles. Audio that arrives more than ``gap_fill_ms`` ahead of the wall
-clock (after such a gap) is trimmed so the latency cannot creep up.
+running and the portrait idles (also from ``start_grace_s`` after connecting if no audio came).
+When real audio resumes after a filled gap it is placed at its arrival time (the rest of the gap
+is filled), and audio more than ``gap_fill_ms`` ahead of the wall clock is trimmed, so the
+latency cannot creep up or down. Until the first gap, the clock's start is refined by every
+packet (MediaClock.observe).
 
 End: ``close()`` is idempotent; it runs on a closed WebSocket, a failed/closed peer connection,
 an engine error, or no audio from the peer for ``peer_timeout_s`` after it had started sending.
@@ -94,6 +97,8 @@ class Session:
         self.pc: RTCPeerConnection | None = None
         self.created = time.monotonic()
         self.last_audio: float | None = None
+        self.connected_at: float | None = None
+        self._filling = False                   # the watchdog is filling a gap with silence
         self.closed = asyncio.Event()
         self.close_reason = ""
         self._tasks: set[asyncio.Task] = set()
@@ -122,6 +127,8 @@ class Session:
         @pc.on("connectionstatechange")
         async def _on_state() -> None:
             log.info("%s connection %s", self, pc.connectionState)
+            if pc.connectionState == "connected" and self.connected_at is None:
+                self.connected_at = time.monotonic()
             if pc.connectionState in ("failed", "closed"):
                 await self.close(f"connection {pc.connectionState}")
 
@@ -152,20 +159,32 @@ class Session:
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            now = time.monotonic()
             x48 = self.input.convert(frame)
-            if not len(x48):
-                continue
-            self.last_audio = now
-            if self.counters["padded_s"] == 0.0:   # until a gap was filled, the stream is
-                self.clock.observe(now, (self.ring48.written + len(x48)) / NET_RATE_HZ)  # real
-            ahead = self.ring48.written / NET_RATE_HZ - (now - self.clock.t0)
-            over = ahead - self.opts.gap_fill_ms / 1000.0
-            if over > 0:                     # a gap was filled and the real audio came after all
-                cut = min(len(x48), int(over * NET_RATE_HZ))
-                self.counters["trimmed_s"] += cut / NET_RATE_HZ
-                x48 = x48[cut:]
-            self._push_input(x48, now)
+            if len(x48):
+                self._on_audio(x48, time.monotonic())
+
+    def _on_audio(self, x48: np.ndarray, now: float) -> None:
+        """Place a real packet (float32 mono 48 kHz) on the content timeline and push it."""
+        self.last_audio = now
+        if self.counters["padded_s"] == 0.0:    # no gap filled yet: the stream is all real audio
+            self.clock.observe(now, (self.ring48.written + len(x48)) / NET_RATE_HZ)
+        elif self._filling:                     # resuming after a filled gap: land at arrival
+            lag = (now - self.clock.t0) - (self.ring48.written + len(x48)) / NET_RATE_HZ
+            if lag > 0:
+                self._pad(int(lag * NET_RATE_HZ), now)
+        self._filling = False
+        ahead = (self.ring48.written + len(x48)) / NET_RATE_HZ - (now - self.clock.t0)
+        over = ahead - self.opts.gap_fill_ms / 1000.0
+        if over > 0:                            # more audio than wall time: trim, stay live
+            cut = min(len(x48), int(over * NET_RATE_HZ))
+            self.counters["trimmed_s"] += cut / NET_RATE_HZ
+            x48 = x48[cut:]
+        self._push_input(x48, now)
+
+    def _pad(self, n: int, now: float) -> None:
+        self._push_input(np.zeros(n, np.float32), now)
+        self.counters["padded_s"] += n / NET_RATE_HZ
+        self.metrics.audio_padded_seconds.inc(n / NET_RATE_HZ)
 
     def _push_input(self, x48: np.ndarray, now: float) -> None:
         if not len(x48):
@@ -179,15 +198,13 @@ class Session:
             await asyncio.sleep(tick_s)
             now = time.monotonic()
             if self.clock.t0 is None:
-                if now - self.created > self.opts.start_grace_s:
-                    self.clock.start(now)
+                if self.connected_at is not None and now - self.connected_at > self.opts.start_grace_s:
+                    self.clock.start(now)             # connected, but no audio: idle anyway
                 continue
             lag = (now - self.clock.t0) - self.ring48.written / NET_RATE_HZ
             if lag > self.opts.gap_fill_ms / 1000.0:
-                pad = int((lag - tick_s) * NET_RATE_HZ)
-                self._push_input(np.zeros(pad, np.float32), now)
-                self.counters["padded_s"] += pad / NET_RATE_HZ
-                self.metrics.audio_padded_seconds.inc(pad / NET_RATE_HZ)
+                self._pad(int((lag - tick_s) * NET_RATE_HZ), now)
+                self._filling = True
             if self.last_audio is not None and now - self.last_audio > self.opts.peer_timeout_s:
                 await self.close("no audio from the peer")
             elif self.last_audio is None and now - self.created > self.opts.connect_timeout_s:

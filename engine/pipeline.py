@@ -232,7 +232,13 @@ def render_file(image: str | os.PathLike | np.ndarray, audio_path: str | os.Path
     total = int(np.ceil(info.duration_s * settings.fps - 1e-6))
     S = settings.size_px
     bar = tqdm(total=total, unit="frame", desc="render", disable=not progress, leave=False)
-    writer = _WriterThread(Mp4Writer(out_path, S, S, VideoSettings(fps=settings.fps), audio_path=audio_path))
+    mp4 = Mp4Writer(out_path, S, S, VideoSettings(fps=settings.fps), audio_path=audio_path)
+    try:
+        writer = _WriterThread(mp4)
+    except BaseException:
+        mp4.abort()
+        bar.close()
+        raise
     try:
         for block in iter_audio(audio_path, settings.sample_rate_hz):
             pipe.push(block)

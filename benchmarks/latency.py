@@ -56,10 +56,13 @@ def make_onsets(n: int, gap_s: float = 1.2, lead_s: float = 1.0) -> tuple[np.nda
     return np.concatenate(parts), onsets
 
 
-def start_server(port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "emote.clients.serve_cmd", "serve", "--port", str(port),
-           "--ice-address", "127.0.0.1", "--max-sessions", "8"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def start_server(port: int, margin_ms: float, log_path: Path) -> subprocess.Popen:
+    """`emote serve` in its own process, its log (-v) in ``log_path``."""
+    cmd = [sys.executable, "-m", "emote.clients.serve_cmd", "serve", "--port", str(port), "-v",
+           "--ice-address", "127.0.0.1", "--max-sessions", "8", "--margin-ms", str(margin_ms)]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         with socket.socket() as s:
@@ -111,6 +114,7 @@ async def measure_latency(url: str, n_onsets: int) -> dict:
     stats = rec.stats[-1] if rec.stats else {}
     pct = lambda xs, q: round(float(np.percentile(xs, q)) * 1000, 1)  # noqa: E731
     res = {"onsets": len(onsets), "measured": len(lat), "latency_ms": [round(x * 1000, 1) for x in lat],
+           "engine_response_ms": [round(r[1] * 1000, 1) for r in rows],
            "engine_response_ms_p50": pct([r[1] for r in rows], 50) if rows else None,
            "path_ms_p50": pct([r[2] for r in rows], 50) if rows else None,
            "path_ms_p95": pct([r[2] for r in rows], 95) if rows else None,
@@ -149,12 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-sessions", type=int, default=4)
     ap.add_argument("--out", default="out/latency.json")
     ap.add_argument("--url", help="use a running server instead of starting one")
+    ap.add_argument("--margin-ms", type=float, default=60.0, help="the server's --margin-ms")
+    ap.add_argument("--skip-capacity", action="store_true")
     a = ap.parse_args(argv)
     proc = None
     url = a.url
     if url is None:
         port = _free_port()
-        proc = start_server(port)
+        proc = start_server(port, a.margin_ms, Path(a.out).with_suffix(".server.log"))
         url = f"http://127.0.0.1:{port}"
     try:
         print(f"latency over {a.onsets} onsets ...")
@@ -165,15 +171,17 @@ def main(argv: list[str] | None = None) -> int:
               f" + live path (content -> arrival) p50 {lat['path_ms_p50']} / p95 {lat['path_ms_p95']} ms")
         print(f"  server stages (median ms): {lat['server_stages_ms']}; held {lat['frames_held']}"
               f" of {lat['frames_sent']} frames")
-        print("capacity ...")
-        cap = asyncio.run(measure_capacity(url, a.max_sessions))
-        print(f"  sustained real-time 25 fps sessions: {cap['sustained_sessions']}")
+        cap = {}
+        if not a.skip_capacity:
+            print("capacity ...")
+            cap = asyncio.run(measure_capacity(url, a.max_sessions))
+            print(f"  sustained real-time 25 fps sessions: {cap['sustained_sessions']}")
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(10)
-    result = {"machine": {"cpus": os.cpu_count()}, "latency": lat, "capacity": cap,
-              "size_px": 512, "fps": 25}
+    result = {"machine": {"cpus": os.cpu_count(), "loadavg_1min_at_end": os.getloadavg()[0]},
+              "latency": lat, "capacity": cap, "size_px": 512, "fps": 25, "margin_ms": a.margin_ms}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2))
     print(f"wrote {a.out}")

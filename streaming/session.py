@@ -165,6 +165,9 @@ class Session:
 
     def _on_audio(self, x48: np.ndarray, now: float) -> None:
         """Place a real packet (float32 mono 48 kHz) on the content timeline and push it."""
+        if self.last_audio is None:
+            log.info("%s first audio %.0f ms after connecting, after %.0f ms of filled silence",
+                     self, (now - (self.connected_at or now)) * 1000, self.counters["padded_s"] * 1000)
         self.last_audio = now
         if self.counters["padded_s"] == 0.0:    # no gap filled yet: the stream is all real audio
             self.clock.observe(now, (self.ring48.written + len(x48)) / NET_RATE_HZ)

@@ -71,6 +71,9 @@ def _add_avatar_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--landmarker-model", metavar="FILE", default=os.environ.get(LANDMARKER_ENV) or None,
                    help=f"MediaPipe face_landmarker.task to use (default: ${LANDMARKER_ENV}, "
                         "else the packaged model)")
+    p.add_argument("--landmarks", metavar="FILE", default=None,
+                   help="the face's 478 landmarks as .npy or .json ((x, y[, z]) pixels of IMAGE), for "
+                        "portraits the landmarker cannot read (a last resort)")
 
 
 def _add_render_flags(p: argparse.ArgumentParser) -> None:
@@ -86,14 +89,16 @@ def _add_render_flags(p: argparse.ArgumentParser) -> None:
 def avatar_settings(args: argparse.Namespace):
     """The flags of `prepare` -> AvatarSettings."""
     from emote.engine.avatar import AvatarSettings
-    return AvatarSettings(size_px=args.size, landmarker_model=args.landmarker_model, cache_dir=args.cache_dir)
+    return AvatarSettings(size_px=args.size, landmarker_model=args.landmarker_model,
+                          landmarks_file=args.landmarks, cache_dir=args.cache_dir)
 
 
 def pipeline_settings(args: argparse.Namespace):
     """The flags of `render` / `demo` -> PipelineSettings."""
     from emote.engine.pipeline import PipelineSettings
     return PipelineSettings(size_px=args.size, fps=args.fps, seed=args.seed, generator=args.generator,
-                            cache_dir=args.cache_dir, landmarker_model=args.landmarker_model)
+                            cache_dir=args.cache_dir, landmarker_model=args.landmarker_model,
+                            landmarks_file=args.landmarks)
 
 
 # --------------------------------------------------------------------------- checks shared by commands

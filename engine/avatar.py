@@ -27,7 +27,7 @@ from .exceptions import ConfigError, FaceNotFoundError, ImageError
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 CACHE_ENV = "EMOTE_CACHE_DIR"
 MIN_FACE_PX = 48  # landmarker's face box below this (in the source image) is too small to animate
 
@@ -40,6 +40,7 @@ class AvatarSettings:
     face_fraction: float = 0.42        # face height (forehead-chin) / crop side, when the photo allows
     ring_segments: int = 28            # points on each head ring
     landmarker_model: str | None = None
+    landmarks_file: str | None = None  # user-supplied landmarks (.npy/.json, 478 x 2|3 source pixels): last resort
     cache_dir: str | None = None       # None: $EMOTE_CACHE_DIR or ~/.cache/emote
 
     def __post_init__(self) -> None:
@@ -159,22 +160,71 @@ def _crop_box(face: L.FaceLandmarks, shape: tuple[int, int], face_fraction: floa
     return x0, y0, side
 
 
+def _variants(rgb: np.ndarray):
+    """Copies of an image for the landmarker to retry on: (name, image, scale, (ox, oy)).
+
+    A point p found in a copy maps back to the source as p / scale - (ox, oy). Stylised portraits
+    (paintings, drawings, old photos) are often missed at first and found on one of these.
+    """
+    h, w = rgb.shape[:2]
+    yield "direct", rgb, 1.0, (0, 0)
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+    lab[..., 0] = cv2.createCLAHE(clipLimit=2.5, tileGridSize=(8, 8)).apply(lab[..., 0])
+    contrast = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    yield "contrast", contrast, 1.0, (0, 0)
+    pad = int(0.3 * max(h, w))
+    fill = [int(v) for v in np.median(rgb.reshape(-1, 3), 0)]
+    yield "padded", cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=fill), 1.0, (pad, pad)
+    if max(h, w) < 900:
+        k = 2.0
+        yield "upscaled", cv2.resize(contrast, None, fx=k, fy=k, interpolation=cv2.INTER_CUBIC), k, (0, 0)
+    gray = cv2.cvtColor(cv2.cvtColor(contrast, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    yield "grayscale", cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=fill), 1.0, (pad, pad)
+
+
+def detect_with_fallbacks(rgb: np.ndarray, lm: L.Landmarker) -> tuple[list[L.FaceLandmarks], str]:
+    """Faces (largest first, source pixel coordinates) and the name of the variant that found them."""
+    for name, img, k, (ox, oy) in _variants(rgb):
+        faces = lm.detect(img)
+        if faces:
+            out = []
+            for f in faces:
+                pts = f.points / k
+                pts[:, 0] -= ox
+                pts[:, 1] -= oy
+                out.append(L.FaceLandmarks(pts.astype(np.float32), f.blendshapes, f.pose))
+            return out, name
+    return [], "none"
+
+
+def load_landmarks_file(path: str | os.PathLike) -> np.ndarray:
+    """User-supplied landmarks: .npy or .json of (478, 2|3) pixel coordinates in the source image."""
+    p = Path(path)
+    try:
+        pts = np.load(p) if p.suffix == ".npy" else np.array(json.loads(p.read_text()), np.float32)
+    except (OSError, ValueError) as e:
+        raise ImageError(f"cannot read landmarks file {p}: {e}") from None
+    pts = np.asarray(pts, np.float32)
+    if pts.ndim != 2 or pts.shape[0] != L.NUM_LANDMARKS or pts.shape[1] not in (2, 3) or not np.isfinite(pts).all():
+        raise ImageError(f"landmarks file {p} must hold {L.NUM_LANDMARKS} rows of (x, y[, z]) pixels, got {pts.shape}")
+    return pts if pts.shape[1] == 3 else np.hstack([pts, np.zeros((len(pts), 1), np.float32)])
+
+
 def _detect_on_source(rgb: np.ndarray, lm: L.Landmarker, what: str) -> tuple[L.FaceLandmarks, list[str]]:
     """Largest face on a copy no bigger than 1024 px, coordinates in the source's pixels."""
     h, w = rgb.shape[:2]
     scale = min(1.0, 1024.0 / max(h, w))
     small = rgb if scale == 1.0 else cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-    faces = lm.detect(small)
+    faces, method = detect_with_fallbacks(small, lm)
     if not faces:
-        raise FaceNotFoundError(f"no face found in {what}: use a photo with one clearly visible, roughly frontal face")
-    notes = []
+        raise FaceNotFoundError(f"no face found in {what}: use a photo with one clearly visible, roughly frontal "
+                                "face, or give its landmarks with --landmarks FILE")
+    notes = [f"landmarks: {method}"]
     if len(faces) > 1:
         notes.append(f"{len(faces)} faces found in {what}: using the largest")
         log.warning(notes[-1])
     f = faces[0]
-    pts = f.points.copy()
-    pts /= scale
-    face = L.FaceLandmarks(pts, f.blendshapes, f.pose)
+    face = L.FaceLandmarks(f.points / scale, f.blendshapes, f.pose)
     if face.size_px < MIN_FACE_PX:
         raise FaceNotFoundError(f"the face in {what} is too small ({face.size_px:.0f} px): use a photo "
                                 f"where the face is at least {MIN_FACE_PX} px tall, ideally 200 px or more")
@@ -220,7 +270,12 @@ def default_cache_dir() -> Path:
 
 def _cache_file(settings: AvatarSettings, sha: str) -> Path:
     root = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
-    return root / f"{sha[:32]}-{settings.size_px}-{settings.face_fraction:.3f}-v{CACHE_VERSION}.npz"
+    extra = ""
+    if settings.landmarks_file:
+        if not Path(settings.landmarks_file).is_file():
+            raise ImageError(f"landmarks file {settings.landmarks_file} does not exist")
+        extra = "-" + hashlib.sha256(Path(settings.landmarks_file).read_bytes()).hexdigest()[:12]
+    return root / f"{sha[:32]}-{settings.size_px}-{settings.face_fraction:.3f}{extra}-v{CACHE_VERSION}.npz"
 
 
 def _save(path: Path, av: Avatar) -> None:
@@ -261,17 +316,30 @@ def prepare(source: str | os.PathLike | np.ndarray, settings: AvatarSettings = A
         av = _load(cfile)
         if av is not None:
             return av
+    if alpha is not None:   # transparent portraits: detect and animate over a neutral grey
+        a_f = alpha.astype(np.float32)[..., None] / 255.0
+        rgb = (rgb * a_f + 128.0 * (1 - a_f) + 0.5).astype(np.uint8)
     lm = L.shared_landmarker(settings.landmarker_model)
-    face, notes = _detect_on_source(rgb, lm, what)
+    if settings.landmarks_file:
+        pts = load_landmarks_file(settings.landmarks_file)
+        face, notes = L.FaceLandmarks(pts, {}, np.eye(4, dtype=np.float32)), ["landmarks: user file"]
+    else:
+        face, notes = _detect_on_source(rgb, lm, what)
     x0, y0, side = _crop_box(face, rgb.shape[:2], settings.face_fraction)
     s = settings.size_px
     interp = cv2.INTER_AREA if side > s else cv2.INTER_CUBIC
     img = cv2.resize(rgb[y0:y0 + side, x0:x0 + side], (s, s), interpolation=interp)
     a = None if alpha is None else cv2.resize(alpha[y0:y0 + side, x0:x0 + side], (s, s), interpolation=interp)
-    final = lm.detect(img)
-    if not final:
-        raise FaceNotFoundError(f"the face in {what} was lost after cropping: try a larger, sharper photo")
-    f = final[0]
+    final, _ = ([], "") if settings.landmarks_file else detect_with_fallbacks(img, lm)
+    if final:
+        f = final[0]
+    else:   # the crop defeats the landmarker (or the user gave landmarks): map the source's points
+        k = s / side
+        pts = face.points.copy()
+        pts[:, 0] = (pts[:, 0] - x0) * k
+        pts[:, 1] = (pts[:, 1] - y0) * k
+        pts[:, 2] *= k
+        f = L.FaceLandmarks(pts, face.blendshapes, face.pose)
     ring_h, ring_o = head_rings(f.points, s, settings.ring_segments)
     av = Avatar(img, a, f.points, ring_h, ring_o, f.blendshapes, f.pose, sha, notes)
     if use_cache:

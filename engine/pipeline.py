@@ -41,6 +41,7 @@ class PipelineSettings:
     generator: str = "baseline"
     cache_dir: str | None = None
     landmarker_model: str | None = None
+    landmarks_file: str | None = None   # user-supplied landmarks when the landmarker cannot find the face
     sample_rate_hz: int = 16000
 
     def __post_init__(self) -> None:
@@ -55,7 +56,8 @@ class PipelineSettings:
 
     @property
     def avatar(self) -> AvatarSettings:
-        return AvatarSettings(size_px=self.size_px, landmarker_model=self.landmarker_model, cache_dir=self.cache_dir)
+        return AvatarSettings(size_px=self.size_px, landmarker_model=self.landmarker_model,
+                              landmarks_file=self.landmarks_file, cache_dir=self.cache_dir)
 
     @property
     def audio(self) -> AudioSettings:

@@ -73,3 +73,41 @@ def test_bad_images(tmp_path):
     canvas[270:330, 270:330] = tiny
     with pytest.raises(FaceNotFoundError):   # too small (or not even found)
         prepare(canvas, cache_dir=tmp_path)
+
+
+def test_dark_photo_is_found_by_a_fallback(tmp_path):
+    dark = (astronaut().astype(np.float32) * 0.03).astype(np.uint8)
+    av = prepare(dark, cache_dir=tmp_path)
+    assert "landmarks: contrast" in av.notes
+
+
+def test_user_landmarks_file_is_the_last_resort(tmp_path):
+    from emote.engine import landmarks as L
+
+    img = astronaut()
+    pts = L.shared_landmarker().detect_one(img).points
+    f = tmp_path / "face.npy"
+    np.save(f, pts[:, :2])                                    # 2-D points are accepted too
+    ref = prepare(img, cache_dir=tmp_path / "a")
+    av = prepare(img, AvatarSettings(landmarks_file=str(f)), cache_dir=tmp_path / "b")
+    assert "landmarks: user file" in av.notes
+    assert np.abs(av.points[:, :2] - ref.points[:, :2]).mean() < 3.0
+    bad = tmp_path / "bad.json"
+    bad.write_text("[[1, 2], [3, 4]]")
+    with pytest.raises(ImageError, match="478 rows"):
+        prepare(img, AvatarSettings(landmarks_file=str(bad)), cache_dir=tmp_path / "c")
+    with pytest.raises(ImageError, match="does not exist"):
+        prepare(img, AvatarSettings(landmarks_file=str(tmp_path / "nope.npy")), cache_dir=tmp_path / "c")
+
+
+def test_transparent_png_keeps_its_alpha(tmp_path):
+    img = astronaut()
+    alpha = np.zeros(img.shape[:2], np.uint8)
+    cv2.ellipse(alpha, (256, 200), (170, 230), 0, 0, 360, 255, -1)
+    rgba = np.dstack([img, alpha])
+    path = tmp_path / "cutout.png"
+    cv2.imwrite(str(path), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+    av = prepare(path, cache_dir=tmp_path)
+    assert av.alpha is not None and av.alpha.shape == av.image.shape[:2]
+    assert av.alpha[5, 5] == 0 and av.alpha[256, 256] == 255
+    assert np.abs(av.image[5, 5].astype(int) - 128).max() <= 1     # composited over grey

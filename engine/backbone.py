@@ -1,0 +1,328 @@
+"""The diffusion motion backbone at run time: ONNX Runtime only (no torch).
+
+A few-step distilled diffusion transformer denoises motion one chunk at a time (DESIGN.md):
+
+* chunk ``k`` holds the ``hop`` new frames ``[k*hop, (k+1)*hop)`` (5 by default: 200 ms);
+* it is conditioned on the audio window of feature rows ``[k*hop - context, (k+1)*hop + lookahead)``
+  (3 context and 2 lookahead frames by default, as streaming.ringbuffer's windows), on the
+  ``past`` motion frames already emitted (EMO's motion frames: they join chunks without seams and
+  allow any duration), on the controls (expression intensity, head-motion speed, head-motion
+  amplitude) and on the diffusion timestep;
+* sampling runs the network ``steps`` times (1, 2 or 4; the step loop is here, the noise is an input
+  of the graph): x starts as seeded Gaussian noise z; each step predicts the clean chunk x0, and
+  the next step re-noises it along the same z direction (deterministic DDIM update).
+
+The noise of chunk ``k`` comes from ``numpy.random.PCG64([seed, k])``, and the audio rows pass through
+one sequential level normaliser (:class:`FeaturePrep`), so the motion is a pure function of the
+feature rows, the seed, the controls and the step count: any push sizes, offline or live, give the
+same rows. A chunk is emitted once its lookahead rows have arrived, so ``lookahead_frames`` (the
+rows beyond a frame needed before it is out, at worst) is ``hop - 1 + lookahead``.
+
+The model file is ``engine/assets/backbone.onnx`` (or ``$EMOTE_BACKBONE_MODEL``); its metadata
+(``emote_backbone`` JSON) gives the window sizes, feature and channel names and the step schedules.
+Retrain it with ``python -m emote.engine.training.train_backbone`` (needs the ``train`` extra; see
+engine/assets/BACKBONE_MODEL_CARD.md).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import motion as M
+from .audio import SCALAR_FEATURES, feature_names
+from .exceptions import ConfigError, ModelFileError
+from .generator import CONTROLS, MotionGenerator, register_generator
+
+__all__ = ["MODEL_ENV", "default_model_path", "FeaturePrep", "BackboneSettings", "BackboneModel",
+           "BackboneGenerator", "seam_stats", "CONTROL_ORDER", "SILENT_ROW"]
+
+MODEL_ENV = "EMOTE_BACKBONE_MODEL"
+RETRAIN = ".venv/bin/pip install torch==2.13.0 && .venv/bin/pip install -e '.[train]' && " \
+          ".venv/bin/python -m emote.engine.training.train_backbone"
+#: Order of the controls in the model's ``controls`` input.
+CONTROL_ORDER: tuple[str, ...] = ("expression_intensity", "head_motion_speed", "head_motion_amplitude")
+
+_NS = len(SCALAR_FEATURES)
+_E, _EMIN, _EMAX, _F0, _VOI, _CEN, _FLAT, _BLOW, _BMID, _BHIGH, _F1, _F2 = range(12)
+#: FeatureStream's row for digital silence (the 40 mel bands at their floor, ln 1e-10).
+SILENT_ROW = np.array([-100.0, -100.0, -100.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+                      + [math.log(1e-10)] * 40, np.float32)
+_LN_PER_DB = math.log(10.0) / 10.0
+
+
+def default_model_path() -> Path:
+    env = os.environ.get(MODEL_ENV)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent / "assets" / "backbone.onnx"
+
+
+class FeaturePrep:
+    """Feature rows (n, 12 + n_mels) -> model inputs (n, 12 + n_mels), sequentially, one row at a time.
+
+    Level-independent: energies and mel bands are taken relative to a running speech peak (which
+    jumps up to any louder frame and relaxes 3 dB/s while it is above the silence gate, starting
+    at -30 dBFS), clipped; pitch becomes log2(f0/100) (0 when unvoiced), frequencies kHz. A row's
+    output depends only on it and the rows before it, so batching never changes anything.
+    """
+
+    def __init__(self, fps: float = 25.0, n_mels: int = 40) -> None:
+        self.decay_db = 3.0 / float(fps)
+        self.n_mels = n_mels
+        self.reset()
+
+    @property
+    def width(self) -> int:
+        return _NS + 1 + self.n_mels
+
+    def reset(self) -> None:
+        self.peak = -30.0
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        f = np.asarray(rows, np.float64)
+        n = f.shape[0]
+        out = np.zeros((n, self.width), np.float32)
+        if n == 0:
+            return out
+        peaks = np.empty(n)
+        p = self.peak
+        for i, e in enumerate(f[:, _EMAX].tolist()):
+            if e > -60.0:
+                p = e if e > p else max(e, p - self.decay_db)
+            peaks[i] = p
+        self.peak = p
+        rel = lambda x: np.clip(x - peaks, -60.0, 6.0) / 20.0          # noqa: E731
+        out[:, 0] = rel(f[:, _E])
+        out[:, 1] = rel(f[:, _EMIN])
+        out[:, 2] = rel(f[:, _EMAX])
+        f0 = f[:, _F0]
+        out[:, 3] = np.where(f0 > 0.0, np.log2(np.maximum(f0, 1.0) / 100.0), 0.0)
+        out[:, 4] = f[:, _VOI]
+        out[:, 5] = f[:, _CEN] / 1000.0
+        out[:, 6] = f[:, _FLAT]
+        out[:, 7:10] = f[:, _BLOW:_BHIGH + 1]
+        out[:, 10] = f[:, _F1] / 1000.0
+        out[:, 11] = f[:, _F2] / 1000.0
+        out[:, 12] = (np.clip(f[:, _E], -100.0, 0.0) + 50.0) / 25.0        # absolute level, for silence
+        mel = f[:, _NS:_NS + self.n_mels]
+        out[:, 13:] = np.clip(mel - (peaks * _LN_PER_DB)[:, None], -16.0, 3.0) / 4.0
+        return out
+
+
+@dataclass(frozen=True)
+class BackboneSettings:
+    """Run-time settings: ``steps`` 1, 2 or 4 (those the model was distilled for), ``threads`` for
+    ONNX Runtime (default 1), ``provider`` to force one (see kernels.onnx)."""
+    fps: float = 25.0
+    seed: int = 0
+    steps: int = 2
+    model_path: str | None = None
+    threads: int | None = None
+    provider: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ConfigError(f"BackboneSettings.seed={self.seed!r}: must be an integer >= 0")
+        if not isinstance(self.steps, (int, np.integer)) or self.steps < 1:
+            raise ConfigError(f"BackboneSettings.steps={self.steps!r}: must be an integer >= 1")
+
+
+class BackboneModel:
+    """The ONNX file, its metadata and one denoising call. Shared by generators (sessions are cached)."""
+
+    def __init__(self, path: str | os.PathLike | None = None, threads: int | None = None,
+                 provider: str | None = None) -> None:
+        p = Path(path) if path is not None else default_model_path()
+        if not p.is_file():
+            raise ModelFileError(
+                f"backbone weights not found at {p}: train them with `{RETRAIN}` (writes "
+                f"engine/assets/backbone.onnx), set ${MODEL_ENV} to a model file, or use --generator baseline")
+        from emote.kernels.onnx import session
+        self.path = p
+        self.session = session(p, threads=threads, provider=provider)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "emote_backbone" not in meta:
+            raise ModelFileError(f"{p} is not an emote backbone model (no emote_backbone metadata)")
+        self.meta = m = json.loads(meta["emote_backbone"])
+        self.hop, self.context, self.lookahead, self.past = (int(m[k]) for k in ("hop", "context", "lookahead", "past"))
+        self.fps = float(m["fps"])
+        if tuple(m["channels"]) != M.NAMES:
+            raise ModelFileError(f"{p} was trained for other motion channels than engine.motion's: retrain it")
+        if tuple(m["features"]) != feature_names(int(m["n_mels"])):
+            raise ModelFileError(f"{p} was trained on other audio features than engine.audio's: retrain it")
+        self.n_mels = int(m["n_mels"])
+        self.schedules: dict[int, list[tuple[float, float]]] = {int(k): [(float(t), float(a)) for t, a in v]
+                                                                  for k, v in m["schedules"].items()}
+        self.window = self.context + self.hop + self.lookahead
+
+    def sample(self, audio: np.ndarray, past: np.ndarray, controls: np.ndarray, z: np.ndarray,
+               steps: int) -> np.ndarray:
+        """One chunk: audio (W, P) prepared rows, past (K, C) motion, controls (3,), z (hop, C) noise
+        -> (hop, C) motion (unclipped). Few-step sampling along z (module docstring)."""
+        sched = self.schedules[steps]
+        feeds = {"audio": audio[None].astype(np.float32), "past": past[None].astype(np.float32),
+                 "controls": controls[None].astype(np.float32)}
+        x = z.astype(np.float32)
+        motion = None
+        for i, (t, ab) in enumerate(sched):
+            feeds["x"] = x[None]
+            feeds["t"] = np.array([t], np.float32)
+            x0, motion = self.session.run(["x0", "motion"], feeds)
+            if i + 1 < len(sched):
+                ab_next = sched[i + 1][1]
+                eps = (x - math.sqrt(ab) * x0[0]) / math.sqrt(max(1.0 - ab, 1e-12))
+                x = (math.sqrt(ab_next) * x0[0] + math.sqrt(1.0 - ab_next) * eps).astype(np.float32)
+        return motion[0]
+
+
+class BackboneGenerator(MotionGenerator):
+    """Streaming motion from the distilled diffusion backbone (see the module docstring).
+
+    ``BackboneGenerator(BackboneSettings(...))`` or ``make_generator("backbone", seed=3, steps=4)``.
+    """
+
+    def __init__(self, settings: BackboneSettings = BackboneSettings(), model: BackboneModel | None = None) -> None:
+        if not isinstance(settings, BackboneSettings):
+            raise ConfigError(f"BackboneGenerator needs BackboneSettings, got {type(settings).__name__}")
+        self.model = model or BackboneModel(settings.model_path, settings.threads, settings.provider)
+        m = self.model
+        if abs(float(settings.fps) - m.fps) > 1e-6:
+            raise ConfigError(f"the backbone model runs at {m.fps:g} fps, not {settings.fps:g}: "
+                              f"use --fps {m.fps:g} or --generator baseline")
+        if settings.steps not in m.schedules:
+            raise ConfigError(f"the backbone model was distilled for {sorted(m.schedules)} steps, not {settings.steps}")
+        self.settings = settings
+        self.fps = m.fps
+        self.hop = m.hop
+        self.lookahead_frames = m.hop - 1 + m.lookahead
+        self._controls = {k: v[2] for k, v in CONTROLS.items()}
+        self._prep = FeaturePrep(m.fps, m.n_mels)
+        self.reset(settings.seed)
+
+    @property
+    def controls(self) -> dict[str, float]:
+        return dict(self._controls)
+
+    def reset(self, seed: int | None = None) -> None:
+        m = self.model
+        self.seed = int(self.settings.seed if seed is None else seed)
+        self._prep.reset()
+        pad = self._prep(np.tile(SILENT_ROW, (m.context, 1)))       # audio before the stream start
+        self._rows: list[np.ndarray] = [pad]                           # prepared rows from frame _t - context
+        self._n_rows = m.context
+        self._past = M.rest(m.past)                                    # motion before the start: the photo
+        self._t = 0            # next frame to emit (a multiple of hop until finish)
+        self._n_in = 0
+        self._k = 0            # next chunk
+        self._finished = False
+
+    def set_controls(self, **controls: float) -> None:
+        for name, value in controls.items():
+            if name not in CONTROLS:
+                raise ConfigError(f"unknown control {name!r}; known: {', '.join(CONTROLS)}")
+            lo, hi, _ = CONTROLS[name]
+            if not lo <= float(value) <= hi:
+                raise ConfigError(f"control {name}={value!r} outside {lo}..{hi}")
+        for name, value in controls.items():
+            self._controls[name] = float(value)
+
+    def push(self, features: np.ndarray) -> None:
+        if self._finished:
+            raise RuntimeError("push after finish(); call reset() to start a new stream")
+        f = np.asarray(features, np.float32)
+        width = _NS + self.model.n_mels
+        if f.ndim != 2 or f.shape[1] < width:
+            raise ValueError(f"features must be (n, {width}) rows from FeatureStream, got shape {f.shape}")
+        if f.shape[0]:
+            f = np.nan_to_num(f[:, :width], nan=0.0, posinf=0.0, neginf=-100.0)
+            self._rows.append(self._prep(f))
+            self._n_rows += f.shape[0]
+            self._n_in += f.shape[0]
+
+    def _chunks_ready(self) -> int:
+        m = self.model
+        return max(0, (self._n_in - m.lookahead) // m.hop - self._k)
+
+    def pull(self) -> np.ndarray:
+        return self._run(self._chunks_ready(), self._n_in)
+
+    def finish(self) -> np.ndarray:
+        if self._finished:
+            return np.zeros((0, M.NUM_CHANNELS), np.float32)
+        m = self.model
+        remaining = self._n_in - self._k * m.hop
+        n_chunks = -(-remaining // m.hop) if remaining > 0 else 0
+        need = (self._k + n_chunks) * m.hop + m.lookahead - self._n_in
+        if need > 0:
+            self._rows.append(self._prep(np.tile(SILENT_ROW, (need, 1))))
+            self._n_rows += need
+        out = self._run(n_chunks, self._n_in)
+        self._finished = True
+        return out
+
+    def _run(self, n_chunks: int, limit: int) -> np.ndarray:
+        if n_chunks <= 0:
+            return np.zeros((0, M.NUM_CHANNELS), np.float32)
+        m = self.model
+        rows = np.concatenate(self._rows) if len(self._rows) > 1 else self._rows[0]
+        ctrl = np.array([self._controls[k] for k in CONTROL_ORDER], np.float32)
+        outs = []
+        for j in range(n_chunks):
+            a = j * m.hop                       # rows[0] is frame _k*hop - context
+            audio = rows[a:a + m.window]
+            z = np.random.Generator(np.random.PCG64([self.seed, self._k])).standard_normal(
+                (m.hop, M.NUM_CHANNELS)).astype(np.float32)
+            chunk = M.clip(m.sample(audio, self._past, ctrl, z, self.settings.steps))
+            self._past = np.concatenate([self._past, chunk])[-m.past:]
+            outs.append(chunk)
+            self._k += 1
+        rows = rows[n_chunks * m.hop:]
+        self._rows, self._n_rows = [rows], len(rows)
+        out = np.concatenate(outs)
+        n_out = min(len(out), limit - self._t)
+        self._t += n_out
+        return out[:n_out]
+
+
+def seam_stats(motion: np.ndarray, hop: int, channels: list[int] | None = None) -> dict[str, float]:
+    """How smooth the joins between chunks are.
+
+    The velocity jump at frame i is ``|(x[i+1] - x[i]) - (x[i] - x[i-1])|`` (per channel, divided by
+    the channel's overall velocity std). Returns its mean at the chunk boundaries (the two jumps that
+    involve the velocity across a join: i % hop in {0, hop - 1}, a join being between frames
+    k*hop - 1 and k*hop), its mean inside chunks (the other frames), and their ratio (about 1 or
+    less: no seam).
+    """
+    x = np.asarray(motion, np.float64)
+    if channels is not None:
+        x = x[:, channels]
+    v = np.diff(x, axis=0)
+    sd = v.std(axis=0)
+    keep = sd > 1e-6
+    if len(x) < 3 * hop or not keep.any():
+        return {"boundary": 0.0, "within": 0.0, "ratio": 0.0}
+    jump = np.abs(np.diff(v[:, keep], axis=0)) / sd[keep]      # jump[j] is at frame j + 1
+    frames = np.arange(1, len(x) - 1)
+    at_b = ((frames % hop) == 0) | ((frames % hop) == hop - 1)
+    b, w = float(jump[at_b].mean()), float(jump[~at_b].mean())
+    return {"boundary": b, "within": w, "ratio": b / max(w, 1e-12)}
+
+
+def _make_backbone(settings: BackboneSettings | None = None, **kw) -> BackboneGenerator:
+    if settings is not None and kw:
+        raise ConfigError("make_generator('backbone'): pass either settings= or keyword settings, not both")
+    if settings is None:
+        known = set(BackboneSettings.__dataclass_fields__)
+        unknown = sorted(set(kw) - known)
+        if unknown:
+            raise ConfigError(f"unknown backbone setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        settings = BackboneSettings(**kw)
+    return BackboneGenerator(settings)
+
+
+register_generator("backbone", _make_backbone)

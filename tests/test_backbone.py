@@ -1,0 +1,280 @@
+"""engine.backbone: the distilled diffusion motion backbone on ONNX Runtime (no torch), and its training
+code (skipped without torch).
+
+The runtime tests run on the committed engine/assets/backbone.onnx.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from emote.engine import motion as M
+from emote.engine.audio import FeatureStream, load_audio
+from emote.engine.backbone import (MODEL_ENV, SILENT_ROW, BackboneGenerator, BackboneModel, BackboneSettings,
+                                   FeaturePrep, default_model_path, seam_stats)
+from emote.engine.exceptions import ConfigError, ModelFileError
+from emote.engine.generator import available_generators, make_generator
+
+import speech as sp
+
+SR, FPS = 16000, 25.0
+JAW, CLOSE = M.INDEX["jawOpen"], M.INDEX["mouthClose"]
+HEAD = M.idx("headYaw_deg", "headPitch_deg", "headRoll_deg")
+needs_model = pytest.mark.skipif(not default_model_path().is_file(), reason="engine/assets/backbone.onnx not built")
+needs_phonemes = pytest.mark.skipif(not sp.have_phonemes(), reason="libespeak-ng not loadable")
+
+
+def feats(x: np.ndarray) -> np.ndarray:
+    fs = FeatureStream()
+    fs.push(x)
+    return np.concatenate([fs.pull(), fs.finish()])
+
+
+def run(gen, rows: np.ndarray, sizes=None) -> np.ndarray:
+    gen.reset()
+    out, i = [], 0
+    for n in sizes or [len(rows)]:
+        gen.push(rows[i:i + n])
+        out.append(gen.pull())
+        i += n
+    gen.push(rows[i:])
+    out.append(gen.pull())
+    out.append(gen.finish())
+    return np.concatenate(out)
+
+
+@pytest.fixture(scope="module")
+def model():
+    if not default_model_path().is_file():
+        pytest.skip("engine/assets/backbone.onnx not built")
+    return BackboneModel()
+
+
+@pytest.fixture(scope="module")
+def speech_rows(speech_clips):
+    """Feature rows of the English sentence with 0.5 s of silence on both sides."""
+    x = speech_clips["en"].samples
+    pad = np.zeros(SR // 2, np.float32)
+    return feats(np.concatenate([pad, x, pad]))
+
+
+def test_registered_and_missing_file_is_clear(monkeypatch, tmp_path):
+    assert "backbone" in available_generators()
+    monkeypatch.setenv(MODEL_ENV, str(tmp_path / "none.onnx"))
+    with pytest.raises(ModelFileError, match=r"backbone weights not found.*train_backbone.*--generator baseline"):
+        make_generator("backbone")
+    with pytest.raises(ConfigError, match="unknown backbone setting"):
+        make_generator("backbone", sead=1)
+
+
+def test_not_a_backbone_file(monkeypatch, tmp_path):
+    from test_onnx import DOUBLE
+    p = tmp_path / "double.onnx"
+    p.write_bytes(DOUBLE)
+    with pytest.raises(ModelFileError, match="not an emote backbone"):
+        BackboneModel(p)
+
+
+def test_runtime_does_not_import_torch():
+    import subprocess
+    code = ("import sys; import emote.engine.backbone as b; import emote.engine.pipeline; "
+            "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules; print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
+def test_feature_prep_batching_and_level():
+    rng = np.random.default_rng(0)
+    rows = np.tile(SILENT_ROW, (60, 1)) + 0.0
+    rows[10:50, :3] = rng.uniform(-40, -20, (40, 3))
+    rows[10:50, 12:] = rng.uniform(-12, -4, (40, 40))
+    a = FeaturePrep()(rows)
+    p = FeaturePrep()
+    b = np.concatenate([p(rows[:7]), p(rows[7:8]), p(rows[8:])])
+    np.testing.assert_array_equal(a, b)
+    loud = rows.copy()
+    loud[10:50, :3] += 12.0
+    loud[10:50, 12:] += 12.0 * np.log(10) / 10
+    c = FeaturePrep()(loud)
+    # relative features are the same at another level once the running peak has caught up
+    np.testing.assert_allclose(a[12:50, 13:], c[12:50, 13:], atol=1e-5)
+
+
+def test_seam_stats():
+    t = np.arange(200)
+    smooth = np.sin(t / 7.0)[:, None]
+    s = seam_stats(smooth, 5)
+    assert 0.8 < s["ratio"] < 1.25
+    steps = smooth + 0.3 * (t // 5)[:, None] % 2
+    assert seam_stats(steps, 5)["ratio"] > 3
+
+
+@needs_model
+def test_generates_speech_motion(model, speech_rows):
+    g = BackboneGenerator(BackboneSettings(), model)
+    assert g.lookahead_frames == model.hop - 1 + model.lookahead
+    mo = run(g, speech_rows)
+    assert mo.shape == (len(speech_rows), M.NUM_CHANNELS) and mo.dtype == np.float32
+    np.testing.assert_array_equal(mo, M.clip(mo))
+    speaking = speech_rows[:, 0] > -45
+    assert mo[speaking, JAW].mean() > 0.1
+    assert mo[:8, JAW].max() < 0.05                             # silence before the speech: mouth at rest
+    assert np.abs(mo[:3, HEAD]).max() < 1.0                    # a stream starts at the photo's pose
+    assert mo[speaking, JAW].mean() > 3 * mo[~speaking, JAW].mean()
+
+
+@needs_phonemes
+@needs_model
+def test_lip_sync_on_real_sentences(model, speech_clips):
+    """Openness follows the phonemes and the lips close on most p/b/m, in four languages."""
+    g = BackboneGenerator(BackboneSettings(), model)
+    for lang, clip in speech_clips.items():
+        rows = feats(clip.samples)
+        mo = run(g, rows)
+        ref = sp.phoneme_openness(sp.phonemes(clip.text, clip.voice), len(rows))
+        r = np.corrcoef(mo[:, JAW], ref)[0, 1]
+        assert r > 0.6, (lang, r)
+        phs = sp.phonemes(clip.text, clip.voice)
+        hits = total = 0
+        for k, p in enumerate(phs):
+            if sp.is_bilabial(p.name) and k > 0 and not phs[k - 1].name.startswith("_"):
+                a, b = max(0, int(p.start_s * FPS) - 1), int(np.ceil(p.end_s * FPS)) + 1
+                total += 1
+                hits += mo[a:b, CLOSE].max() > 0.5
+        assert hits >= 0.6 * total, (lang, hits, total)
+
+
+@needs_model
+def test_deterministic_per_seed(model, speech_rows):
+    a = run(BackboneGenerator(BackboneSettings(seed=3), model), speech_rows)
+    b = run(BackboneGenerator(BackboneSettings(seed=3), model), speech_rows)
+    np.testing.assert_array_equal(a, b)
+    g = BackboneGenerator(BackboneSettings(seed=0), model)
+    c = run(g, speech_rows)
+    g.reset(3)
+    d = np.concatenate([g.pull(), (g.push(speech_rows), g.pull())[1], g.finish()])
+    np.testing.assert_array_equal(a, d)                              # reset(seed) == a new generator
+    assert np.abs(a[:, HEAD] - c[:, HEAD]).mean() > 0.05               # another seed: other head motion
+    assert np.corrcoef(a[:, JAW], c[:, JAW])[0, 1] > 0.8               # ... the same lip sync
+
+
+@needs_model
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sizes=st.lists(st.integers(0, 23), min_size=1, max_size=12))
+def test_push_sizes_do_not_matter(model, speech_rows, sizes):
+    g = BackboneGenerator(BackboneSettings(seed=1), model)
+    whole = run(g, speech_rows[:90])
+    parts = run(g, speech_rows[:90], sizes)
+    np.testing.assert_array_equal(whole, parts)
+
+
+@needs_model
+@pytest.mark.parametrize("n", [0, 1, 4, 5, 6, 11, 27])
+def test_one_row_out_per_row_in(model, n):
+    g = BackboneGenerator(BackboneSettings(), model)
+    rows = np.tile(SILENT_ROW, (n, 1))
+    out = run(g, rows)
+    assert out.shape == (n, M.NUM_CHANNELS)
+    assert len(g.finish()) == 0
+    with pytest.raises(RuntimeError):
+        g.push(rows)
+
+
+@needs_model
+def test_live_windows_equal_offline(model, speech_clips):
+    """Fed window by window as streaming.ringbuffer slices the live stream (5 new frames, 3 context,
+    lookahead from the generator), the motion equals the offline run."""
+    from emote.streaming.ringbuffer import WindowSlicer, WindowSpec
+    x = speech_clips["es"].samples
+    g = BackboneGenerator(BackboneSettings(seed=2), model)
+    offline = run(g, feats(x))
+    g.reset()
+    fs = FeatureStream()
+    slicer = WindowSlicer(WindowSpec(hop_frames=model.hop, context_frames=model.context,
+                                     lookahead_frames=g.lookahead_frames + 1))
+    live = []
+    rng = np.random.default_rng(0)
+    i = pushed = 0
+    while i < len(x):
+        n = int(rng.integers(100, 1500))                               # network packets
+        for w in slicer.push(x[i:i + n]):
+            fs.push(w.fresh_samples)
+            pushed += len(w.fresh_samples)
+            g.push(fs.pull())
+            out = g.pull()
+            assert len(out) in (0, model.hop)
+            live.append(out)
+        i += n
+    fs.push(x[pushed:])                                                # end of the stream
+    g.push(fs.finish())
+    live.append(g.pull())
+    live.append(g.finish())
+    live = np.concatenate(live)
+    assert len(live) == len(offline)
+    np.testing.assert_array_equal(live, offline)
+
+
+@needs_model
+def test_steps_and_seams(model, speech_rows):
+    for steps in sorted(model.schedules):
+        mo = run(BackboneGenerator(BackboneSettings(steps=steps), model), speech_rows)
+        s = seam_stats(mo, model.hop, M.idx(*M.MOUTH, *M.HEAD))
+        assert s["ratio"] < 1.5, (steps, s)
+    with pytest.raises(ConfigError, match="distilled for"):
+        BackboneGenerator(BackboneSettings(steps=3), model)
+    with pytest.raises(ConfigError, match="fps"):
+        BackboneGenerator(BackboneSettings(fps=30.0), model)
+
+
+@needs_model
+def test_controls(model, speech_rows):
+    g = BackboneGenerator(BackboneSettings(), model)
+    with pytest.raises(ConfigError):
+        g.set_controls(head_motion_amplitude=5.0)
+    with pytest.raises(ConfigError):
+        g.set_controls(nope=1.0)
+    g.set_controls(head_motion_amplitude=0.0)
+    still = run(g, speech_rows)
+    g.set_controls(head_motion_amplitude=1.7)
+    lively = run(g, speech_rows)
+    assert np.abs(np.diff(still[:, HEAD], axis=0)).mean() < np.abs(np.diff(lively[:, HEAD], axis=0)).mean()
+
+
+# ------------------------------------------------------------------------------------------------
+# training (needs the train extra)
+# ------------------------------------------------------------------------------------------------
+
+needs_torch = pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("torch", "diffusers", "onnx")),
+                                 reason="training needs the train extra (torch, diffusers, onnx)")
+
+
+@needs_torch
+def test_smoke_training_end_to_end(tmp_path):
+    """A tiny model trains, distils, exports (ONNX == torch) and runs in the generator, in seconds."""
+    if not sp.have_phonemes():
+        pytest.skip("libespeak-ng not loadable")
+    from emote.engine.training.train_backbone import main
+    out = tmp_path / "b.onnx"
+    rep = main(["--smoke", "--out", str(out), "--cache", str(tmp_path / "data"), "--threads", "1"])
+    assert rep["onnx_max_abs_diff"] < 1e-4
+    assert (tmp_path / "BACKBONE_MODEL_CARD.md").read_text().startswith("# Motion backbone")
+    m = BackboneModel(out)
+    assert sorted(m.schedules) == [1, 2, 4]
+    g = BackboneGenerator(BackboneSettings(steps=4), m)
+    rows = np.tile(SILENT_ROW, (13, 1))
+    assert run(g, rows).shape == (13, M.NUM_CHANNELS)
+
+
+@needs_torch
+def test_student_schedule_matches_diffusers():
+    from emote.engine.training.distill import ddim_scheduler, student_schedules
+    s = student_schedules()
+    ts = [int(t) for t in ddim_scheduler(20).timesteps]
+    for n, sched in s.items():
+        assert [t for t, _ in sched] == sorted((t for t, _ in sched), reverse=True)
+        assert all(int(t) in ts for t, _ in sched)
+        assert all(0.0 <= a < 1.0 for _, a in sched)

@@ -35,6 +35,7 @@ from emote.streaming.encoding import tune_vp8
 from emote.streaming.ice import filter_sdp_candidates, restrict_ice_addresses
 from emote.streaming.metrics import CONTENT_TYPE_LATEST, StreamingMetrics
 from emote.streaming.session import Session, SessionOptions
+from emote.streaming.worker import EnginePool, EngineWorker
 
 __all__ = ["ServerSettings", "make_app", "run_server", "PipelineFactory", "STATE"]
 
@@ -65,7 +66,7 @@ class ServerSettings:
     hop_frames: int = 1
     context_frames: int = 3
     margin_ms: float = 60.0
-    gap_fill_ms: float = 100.0
+    gap_fill_ms: float = 200.0          # no audio for this long: fill with silence
     peer_timeout_s: float = 3.0
     low_latency_jitter_buffer: bool = True    # see emote.streaming.jitter
     stats_interval_s: float = 0.5
@@ -99,13 +100,10 @@ class ServerSettings:
         return RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in self.ice_servers])
 
 
-def _default_factory(settings: ServerSettings) -> PipelineFactory:
-    def load(path: str) -> Any:
-        from emote.engine.pipeline import PipelineSettings, load_pipeline
-        return load_pipeline(path, PipelineSettings(
-            size_px=settings.size_px, fps=settings.fps, seed=settings.seed,
-            generator=settings.generator, cache_dir=settings.cache_dir))
-    return load
+def _pipeline_kwargs(settings: ServerSettings) -> dict:
+    """PipelineSettings fields for the engine processes."""
+    return {"size_px": settings.size_px, "fps": settings.fps, "seed": settings.seed,
+            "generator": settings.generator, "cache_dir": settings.cache_dir}
 
 
 def _portraits(settings: ServerSettings) -> dict[str, str]:
@@ -118,8 +116,10 @@ def _portraits(settings: ServerSettings) -> dict[str, str]:
 class _Server:
     """State behind the routes: sessions by id, the pipeline factory and metrics."""
 
-    def __init__(self, settings: ServerSettings, factory: PipelineFactory) -> None:
+    def __init__(self, settings: ServerSettings, factory: PipelineFactory | None) -> None:
         self.settings, self.factory = settings, factory
+        self.pool = None if factory is not None else EnginePool(
+            _pipeline_kwargs(settings), spares=1, queue_windows=settings.session.engine_queue_windows)
         self.metrics = StreamingMetrics()
         self.sessions: dict[str, Session] = {}
         self.portraits = _portraits(settings)
@@ -141,8 +141,18 @@ class _Server:
                                             "Bearer TOKEN, or ?token=TOKEN)")
 
     async def load_pipeline(self, portrait: str) -> Any:
+        """Thread mode only: a pipeline made by the factory in this process."""
         path = self.portraits[portrait]
         return await asyncio.get_running_loop().run_in_executor(None, self.factory, path)
+
+    async def make_engine(self, portrait: str) -> Any:
+        """An engine worker with ``portrait`` loaded: a process from the pool, or (with a
+        pipeline factory) a thread around a pipeline made here."""
+        q = self.settings.session.engine_queue_windows
+        if self.pool is None:
+            return EngineWorker(await self.load_pipeline(portrait), queue_windows=q)
+        path = self.portraits[portrait]
+        return await asyncio.get_running_loop().run_in_executor(None, self.pool.acquire, path)
 
     # -- routes --------------------------------------------------------------------------------
     async def offer(self, request: web.Request) -> web.Response:
@@ -170,12 +180,11 @@ class _Server:
     async def _open_session(self, sdp: str, portrait: str) -> web.Response:
         sdp = filter_sdp_candidates(sdp, self.settings.ice_addresses)
         try:
-            pipeline = await self.load_pipeline(portrait)
+            engine = await self.make_engine(portrait)
         except EmoteError as e:
             self.metrics.sessions_rejected.labels("portrait").inc()
             raise web.HTTPInternalServerError(text=f"portrait {portrait!r} failed: {e}")
-        session = Session(pipeline, portrait, self.settings.session, self.metrics,
-                          self._forget)
+        session = Session(engine, portrait, self.settings.session, self.metrics, self._forget)
         self.sessions[session.sid] = session
         try:
             answer = await session.accept(RTCSessionDescription(sdp=sdp, type="offer"),
@@ -237,7 +246,8 @@ class _Server:
             name = msg.get("name")
             if name not in self.portraits:
                 return {"type": "error", "message": f"unknown portrait {name!r}"}
-            session.switch_pipeline(await self.load_pipeline(name), name)
+            source = self.portraits[name] if self.pool is not None else await self.load_pipeline(name)
+            session.switch_portrait(source, name)
             return {"type": "portrait", "name": name}
         return {"type": "error", "message": f"unknown message type {kind!r}"}
 
@@ -253,6 +263,8 @@ class _Server:
 
     async def close_all(self, _app: web.Application | None = None) -> None:
         await asyncio.gather(*(s.close("server shutting down") for s in list(self.sessions.values())))
+        if self.pool is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.pool.close)
 
 
 STATE = web.AppKey("emote", _Server)      # app[STATE]: sessions, metrics, portraits
@@ -260,11 +272,13 @@ STATE = web.AppKey("emote", _Server)      # app[STATE]: sessions, metrics, portr
 
 def make_app(settings: ServerSettings = ServerSettings(),
              pipeline_factory: PipelineFactory | None = None) -> web.Application:
-    """The aiohttp application (routes above). ``pipeline_factory(path)`` defaults to the
-    engine's ``load_pipeline`` with the settings' size, fps, seed and generator."""
+    """The aiohttp application (routes above). By default each session's engine runs in its own
+    process (emote.streaming.worker.EnginePool: the engine's ``load_pipeline`` with the
+    settings' size, fps, seed, generator and cache). With ``pipeline_factory(path)`` the
+    pipelines are made in this process and run in threads (tests, custom engines)."""
     restrict_ice_addresses(settings.ice_addresses)
     tune_vp8()
-    srv = _Server(settings, pipeline_factory or _default_factory(settings))
+    srv = _Server(settings, pipeline_factory)
     app = web.Application(client_max_size=1 << 20)
     app[STATE] = srv
     app.router.add_post("/offer", srv.offer)
@@ -282,10 +296,13 @@ def make_app(settings: ServerSettings = ServerSettings(),
 
 
 async def warm_up(app: web.Application) -> None:
-    """Prepare every portrait once (fills the avatar cache; a bad image fails here, not later)."""
+    """Prepare every portrait once (fills the avatar cache; a bad image fails here, not later)
+    and start the spare engine process."""
     srv: _Server = app[STATE]
     for name in srv.portraits:
-        await srv.load_pipeline(name)
+        engine = await srv.make_engine(name)
+        engine.stop()
+        await asyncio.get_running_loop().run_in_executor(None, engine.join, 5.0)
 
 
 def run_server(settings: ServerSettings, pipeline_factory: PipelineFactory | None = None,

@@ -6,7 +6,7 @@ Data path (shapes and units):
    960 samples) -> :class:`~emote.streaming.tracks.AudioInput` -> float32 mono 48 kHz, kept in
    a 10 s drop-oldest ring for the return path, and float32 mono 16 kHz for the engine;
 2. 16 kHz -> :class:`~emote.streaming.ringbuffer.WindowSlicer` (hop 1 frame, lookahead = the
-   pipeline's ``latency_frames``) -> :class:`~emote.streaming.worker.EngineWorker` (its thread);
+   pipeline's ``latency_frames``) -> the engine worker (its own process, or a thread);
 3. frames (content index, I420 uint8 (H * 3 / 2, W)) -> FrameBuffer -> PortraitVideoTrack (25 fps)
    and the ring -> DelayedAudioTrack, both on the session's :class:`MediaClock`.
 
@@ -21,8 +21,8 @@ No audio arriving (a finished file, a muted peer that sends nothing): a watchdog
 whenever the input falls more than ``gap_fill_ms`` behind the wall clock, so the engine keeps
 running and the portrait idles (also from ``start_grace_s`` after connecting if no audio came).
 When real audio resumes after a filled gap it is placed at its arrival time (the rest of the gap
-is filled), and audio more than ``gap_fill_ms`` ahead of the wall clock is trimmed, so the
-latency cannot creep up or down. Until the first gap, the clock's start is refined by every
+is filled), and audio that arrives after its place was filled (more than one packet ahead of the
+wall clock) is dropped, as a jitter buffer drops late packets: the latency cannot creep. Until the first gap, the clock's start is refined by every
 packet (MediaClock.observe).
 
 End: ``close()`` is idempotent; it runs on a closed WebSocket, a failed/closed peer connection,
@@ -47,7 +47,7 @@ from emote.streaming.metrics import StreamingMetrics
 from emote.streaming.ringbuffer import AudioRingBuffer, WindowSlicer, WindowSpec
 from emote.streaming.tracks import (NET_RATE_HZ, AudioInput, DelayedAudioTrack, FrameBuffer,
                                     MediaClock, PortraitVideoTrack, ReadyFrame)
-from emote.streaming.worker import EngineWorker, FrameBatch
+from emote.streaming.worker import FrameBatch
 
 __all__ = ["Session", "SessionOptions"]
 
@@ -63,7 +63,7 @@ class SessionOptions:
     hop_frames: int = 1
     context_frames: int = 3
     margin_ms: float = 60.0
-    gap_fill_ms: float = 100.0
+    gap_fill_ms: float = 200.0
     peer_timeout_s: float = 3.0
     start_grace_s: float = 0.5
     connect_timeout_s: float = 20.0
@@ -75,12 +75,14 @@ class SessionOptions:
 class Session:
     """See the module docstring. ``sid`` is a short random id used in logs and URLs."""
 
-    def __init__(self, pipeline: Any, portrait: str, options: SessionOptions,
+    def __init__(self, engine: Any, portrait: str, options: SessionOptions,
                  metrics: StreamingMetrics, on_closed: Callable[["Session"], None]) -> None:
+        """``engine``: an EngineWorker or ProcessEngineWorker (emote.streaming.worker), not
+        started; the session starts it and owns it from here on."""
         self.sid = secrets.token_hex(4)
         self.opts, self.metrics, self.portrait = options, metrics, portrait
         self._on_closed = on_closed
-        la = int(getattr(pipeline, "latency_frames", 2))
+        la = int(engine.latency_frames)
         self.spec = WindowSpec(options.sample_rate_hz, options.fps, options.hop_frames,
                                options.context_frames, la)
         self.delay_s = (options.hop_frames + la) / options.fps + options.margin_ms / 1000.0
@@ -92,8 +94,8 @@ class Session:
         self.video = PortraitVideoTrack(self.clock, self.frames, options.fps, self._on_sent)
         self.audio = DelayedAudioTrack(self.clock, self.ring48)
         self.loop = asyncio.get_running_loop()
-        self.worker = EngineWorker(pipeline, self.loop, self._on_frames, self._on_engine_error,
-                                   name=self.sid, queue_windows=options.engine_queue_windows)
+        self.worker = engine
+        engine.start(self.loop, self._on_frames, self._on_engine_error, name=self.sid)
         self.pc: RTCPeerConnection | None = None
         self.created = time.monotonic()
         self.last_audio: float | None = None
@@ -177,8 +179,8 @@ class Session:
                 self._pad(int(lag * NET_RATE_HZ), now)
         self._filling = False
         ahead = (self.ring48.written + len(x48)) / NET_RATE_HZ - (now - self.clock.t0)
-        over = ahead - self.opts.gap_fill_ms / 1000.0
-        if over > 0:                            # more audio than wall time: trim, stay live
+        over = ahead - 0.02
+        if over > 0:    # late audio whose place a filled gap took: dropped, the latency stays
             cut = min(len(x48), int(over * NET_RATE_HZ))
             self.counters["trimmed_s"] += cut / NET_RATE_HZ
             x48 = x48[cut:]
@@ -249,8 +251,9 @@ class Session:
     def set_controls(self, **controls: float) -> None:
         self.worker.set_controls(**controls)
 
-    def switch_pipeline(self, pipeline: Any, portrait: str) -> None:
-        self.worker.switch(pipeline)
+    def switch_portrait(self, source: Any, portrait: str) -> None:
+        """``source``: a pipeline (thread worker) or the portrait's image path (process worker)."""
+        self.worker.switch(source)
         self.portrait = portrait
 
     def stats(self) -> dict:

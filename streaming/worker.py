@@ -1,19 +1,26 @@
-"""The engine of one session, run in its own thread, off the event loop.
+"""The engine of one session, off the event loop: in a thread, or in a process of its own.
 
-The event loop hands windows in through a bounded queue (``submit`` never blocks: when the
-engine has fallen ``queue_windows`` behind, the newest window is dropped and counted, and the
-content index map absorbs the gap so frames keep their true timestamps). Frames come back
-through ``loop.call_soon_threadsafe(on_frames, ...)``; a ``None`` item is the end marker; an
-exception in the engine is handed to ``on_error`` on the loop and ends the thread.
+Both workers have one interface, used by :class:`~emote.streaming.session.Session`:
+``latency_frames``; ``start(loop, on_frames, on_error, name)``; ``submit(window, t)`` (never
+blocks: when ``queue_windows`` windows already wait for the engine, the new one is dropped and
+counted in ``dropped_windows``; the content index map absorbs the gap, so frames keep their
+true timestamps); ``set_controls(**kw)``; ``switch(source)`` (portrait switch: the old
+pipeline's held-back lookahead frames are flushed with ``finish()`` and the new one continues at
+the next content frame); ``stop()`` (the end marker) and ``join(timeout_s)``. Frames come back
+as :class:`FrameBatch` through ``loop.call_soon_threadsafe(on_frames, batch)``; an exception
+in the engine goes to ``on_error`` on the loop and ends the worker.
 
-Commands (all applied between two windows, in order): a window, new controls, a new pipeline
-(portrait switch: the old pipeline's held-back lookahead frames are flushed with ``finish()``
-and the new one continues at the next content frame).
+Why a process: one server process runs every session's WebRTC work (Python, on the event loop)
+and, with threads, every engine too; they all share one GIL, and on 2 cores two sessions then
+missed frame deadlines although the CPUs were not busy. An engine process has its own GIL.
+:class:`EnginePool` keeps one spare process with the engine imported (about 2 s of imports)
+so that a session starts at once. Threads remain for pipelines made in-process (tests).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing as mp
 import queue
 import threading
 import time
@@ -25,7 +32,7 @@ import numpy as np
 from emote.streaming.encoding import to_i420
 from emote.streaming.ringbuffer import Window
 
-__all__ = ["EngineWorker", "FrameBatch"]
+__all__ = ["EngineCore", "EngineWorker", "ProcessEngineWorker", "EnginePool", "FrameBatch"]
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +40,11 @@ log = logging.getLogger(__name__)
 @dataclass
 class FrameBatch:
     """Frames made from one window: ``frames`` is [(content_index, I420 (H*3/2, W) uint8)]
-    (see emote.streaming.encoding.to_i420: converted here, off the event loop)."""
+    (see emote.streaming.encoding.to_i420: converted by the engine's thread or process)."""
 
     frames: list[tuple[int, np.ndarray]]
     t_window: float                      # monotonic: the window was ready (last packet arrived)
-    t_taken: float                       # monotonic: the worker took it
+    t_taken: float                       # monotonic: the engine took it
     t_done: float                        # monotonic: the engine returned
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -59,29 +66,90 @@ class _IndexMap:
         return j + off
 
 
-class EngineWorker:
-    """Owns a pipeline and a thread; see the module docstring for the protocol."""
+class EngineCore:
+    """A pipeline plus the content bookkeeping; runs wherever the worker runs."""
 
-    def __init__(self, pipeline: Any, loop: asyncio.AbstractEventLoop,
-                 on_frames: Callable[[FrameBatch], None], on_error: Callable[[BaseException], None],
-                 name: str, queue_windows: int = 25) -> None:
-        self.name = name
-        self._pipe = pipeline
-        self._loop, self._on_frames, self._on_error = loop, on_frames, on_error
-        self._q: queue.Queue = queue.Queue(maxsize=queue_windows)
+    def __init__(self, pipeline: Any) -> None:
+        self.pipe = pipeline
         self._map = _IndexMap()
         self._pushed_frames = 0          # frames' worth of audio pushed into the current pipeline
-        self._spf: int | None = None
         self._next_content: int | None = None
+
+    def window(self, fresh: np.ndarray, first_content: int, spf: int, t_window: float) -> FrameBatch:
+        """``fresh``: float32 (n,) 16 kHz, the window's new audio, starting at content frame
+        ``first_content``. Returns the frames that became ready (maybe none)."""
+        t_taken = time.monotonic()
+        if self._next_content is not None and first_content > self._next_content:
+            self._map.shift(self._pushed_frames, first_content - self._next_content)
+        self.pipe.push(fresh)
+        self._pushed_frames += len(fresh) // spf
+        self._next_content = first_content + len(fresh) // spf
+        return self._batch(self.pipe.pull(), t_window, t_taken)
+
+    def _batch(self, frames: list, t_window: float, t_taken: float) -> FrameBatch:
+        out = [(self._map(f.index), to_i420(f.rgb)) for f in frames]
+        timings = dict(getattr(self.pipe, "timings", {}) or {})
+        return FrameBatch(out, t_window, t_taken, time.monotonic(), timings)
+
+    def switch(self, pipeline: Any) -> FrameBatch:
+        t = time.monotonic()
+        flushed = self._batch(self.pipe.finish(), t, t)
+        self.pipe = pipeline
+        self._map = _IndexMap(self._next_content or 0)
+        self._pushed_frames = 0
+        return flushed
+
+
+def _window_args(w: Window) -> tuple[np.ndarray, int, int]:
+    spf = w.spec.samples_per_frame
+    fresh = w.fresh_samples
+    return fresh, (w.end_sample - len(fresh)) // spf, spf
+
+
+class _Base:
+    """What both workers share: binding to the loop, posting, the drop counter."""
+
+    def __init__(self, queue_windows: int) -> None:
+        self.queue_windows = queue_windows
         self.dropped_windows = 0
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
+        self.name = "?"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_frames: Callable[[FrameBatch], None] = lambda b: None
+        self._on_error: Callable[[BaseException], None] = lambda e: None
+
+    def start(self, loop: asyncio.AbstractEventLoop, on_frames: Callable[[FrameBatch], None],
+              on_error: Callable[[BaseException], None], name: str) -> None:
+        self._loop, self._on_frames, self._on_error, self.name = loop, on_frames, on_error, name
+        self._start()
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def _post(self, fn: Callable, arg: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(fn, arg)
+        except RuntimeError:             # loop closed: the owner is gone
+            pass
+
+
+class EngineWorker(_Base):
+    """The engine in a thread of this process (a pipeline object made here)."""
+
+    def __init__(self, pipeline: Any, queue_windows: int = 4) -> None:
+        super().__init__(queue_windows)
+        self.latency_frames = int(getattr(pipeline, "latency_frames", 2))
+        self._core = EngineCore(pipeline)
+        self._q: queue.Queue = queue.Queue(maxsize=queue_windows)
+        self._thread: threading.Thread | None = None
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"engine-{self.name}", daemon=True)
         self._thread.start()
 
-    # -- event-loop side -------------------------------------------------------------------
     def submit(self, window: Window, t_window: float) -> bool:
         try:
-            self._q.put_nowait(("window", window, t_window))
+            self._q.put_nowait(("window", _window_args(window), t_window))
             return True
         except queue.Full:
             self.dropped_windows += 1
@@ -94,7 +162,6 @@ class EngineWorker:
         self._q.put(("switch", pipeline, 0.0))
 
     def stop(self) -> None:
-        """Ask the thread to end after the queued items (the end marker)."""
         while True:
             try:
                 self._q.put_nowait(None)
@@ -106,57 +173,185 @@ class EngineWorker:
                     pass
 
     def join(self, timeout_s: float) -> bool:
-        self._thread.join(timeout_s)
-        return not self._thread.is_alive()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            return not self._thread.is_alive()
+        return True
 
-    # -- thread side -------------------------------------------------------------------------
     def _run(self) -> None:
         try:
             while (item := self._q.get()) is not None:
                 kind, arg, t = item
                 if kind == "window":
-                    self._window(arg, t)
+                    batch = self._core.window(*arg, t)
                 elif kind == "controls":
-                    self._pipe.set_controls(**arg)
-                elif kind == "switch":
-                    self._switch(arg)
+                    self._core.pipe.set_controls(**arg)
+                    continue
+                else:
+                    batch = self._core.switch(arg)
+                if batch.frames:
+                    self._post(self._on_frames, batch)
         except BaseException as e:  # noqa: BLE001 - carried to the owner, who logs and closes
             self.error = e
             self._post(self._on_error, e)
         finally:
-            self._pipe = None
+            self._core.pipe = None
 
-    def _post(self, fn: Callable, arg: Any) -> None:
+
+# -- the engine in a process -------------------------------------------------------------------
+def _child_main(conn, settings_kw: dict) -> None:
+    """Engine process: wait for ("load", path), then serve windows until None or EOF."""
+    import os
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from emote.engine.pipeline import PipelineSettings, load_pipeline
+    settings = PipelineSettings(**settings_kw)
+    core = None
+    try:
+        while True:
+            item = conn.recv()
+            if item is None:
+                return
+            kind, arg, t = item
+            if kind == "load":
+                core = EngineCore(load_pipeline(arg, settings))
+                conn.send(("loaded", core.pipe.latency_frames))
+            elif kind == "window":
+                conn.send(("batch", core.window(*arg, t)))
+            elif kind == "controls":
+                core.pipe.set_controls(**arg)
+            elif kind == "switch":
+                conn.send(("batch", core.switch(load_pipeline(arg, settings))))
+    except (EOFError, KeyboardInterrupt, BrokenPipeError):
+        return
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, then exit
         try:
-            self._loop.call_soon_threadsafe(fn, arg)
-        except RuntimeError:             # loop closed: the owner is gone
+            conn.send(("error", f"{type(e).__name__}: {e}"))
+        except (BrokenPipeError, OSError):
             pass
 
-    def _window(self, w: Window, t_window: float) -> None:
-        t_taken = time.monotonic()
-        spf = self._spf = w.spec.samples_per_frame
-        fresh = w.fresh_samples
-        first_content = (w.end_sample - len(fresh)) // spf     # content frame of fresh[0]
-        if self._next_content is not None and first_content > self._next_content:
-            self._map.shift(self._pushed_frames, first_content - self._next_content)
-        self._pipe.push(fresh)
-        self._pushed_frames += len(fresh) // spf
-        self._next_content = first_content + len(fresh) // spf
-        frames = self._pipe.pull()
-        self._emit(frames, t_window, t_taken)
 
-    def _emit(self, frames: list, t_window: float, t_taken: float) -> None:
-        if not frames:
-            return
-        out = [(self._map(f.index), to_i420(f.rgb)) for f in frames]
-        timings = dict(getattr(self._pipe, "timings", {}) or {})
-        self._post(self._on_frames, FrameBatch(out, t_window, t_taken, time.monotonic(), timings))
+class ProcessEngineWorker(_Base):
+    """The engine in a child process; windows and frames cross a pipe (a 512x512 I420 frame is
+    384 KiB: about 10 MB/s per session, well under a millisecond per frame)."""
 
-    def _switch(self, pipeline: Any) -> None:
-        t = time.monotonic()
-        self._emit(self._pipe.finish(), t, t)
-        self._pipe = pipeline
-        self._map = _IndexMap(self._next_content or 0)
-        self._pushed_frames = 0
-        log.info("EngineWorker(%s) switched pipeline at content frame %s", self.name,
-                 self._next_content)
+    def __init__(self, settings_kw: dict, queue_windows: int = 4) -> None:
+        super().__init__(queue_windows)
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe(duplex=True)
+        self._proc = ctx.Process(target=_child_main, args=(child, settings_kw), daemon=True,
+                                 name="emote-engine")
+        self._proc.start()
+        child.close()
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._reader: threading.Thread | None = None
+        self.latency_frames = 0
+
+    def load(self, path: str) -> int:
+        """Blocking: make the child load ``path``; returns latency_frames (EmoteError on failure)."""
+        from emote.engine.exceptions import EmoteError
+        self._conn.send(("load", path, 0.0))
+        reply = self._conn.recv()
+        if reply[0] != "loaded":
+            raise EmoteError(f"the engine could not load {path}: {reply[1]}")
+        self.latency_frames = int(reply[1])
+        return self.latency_frames
+
+    def _start(self) -> None:
+        self._reader = threading.Thread(target=self._read, name=f"engine-{self.name}", daemon=True)
+        self._reader.start()
+
+    def _send(self, item) -> bool:
+        try:
+            self._conn.send(item)
+            return True
+        except (BrokenPipeError, OSError):
+            return False
+
+    def submit(self, window: Window, t_window: float) -> bool:
+        with self._lock:
+            if self._in_flight >= self.queue_windows:
+                self.dropped_windows += 1
+                return False
+            self._in_flight += 1
+        return self._send(("window", _window_args(window), t_window))
+
+    def set_controls(self, **controls: float) -> None:
+        self._send(("controls", controls, 0.0))
+
+    def switch(self, path: str) -> None:
+        with self._lock:
+            self._in_flight += 1
+        self._send(("switch", path, 0.0))
+
+    def stop(self) -> None:
+        self._send(None)
+
+    def join(self, timeout_s: float) -> bool:
+        self._proc.join(timeout_s)
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(1.0)
+        if self._reader is not None:
+            self._reader.join(1.0)
+        self._conn.close()
+        return not self._proc.is_alive()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                kind, arg = self._conn.recv()
+            except (EOFError, OSError):
+                return
+            if kind == "batch":
+                with self._lock:
+                    self._in_flight = max(0, self._in_flight - 1)
+                if arg.frames:
+                    self._post(self._on_frames, arg)
+            elif kind == "error":
+                self.error = RuntimeError(arg)
+                self._post(self._on_error, self.error)
+                return
+
+    def kill(self) -> None:
+        self._proc.kill()
+
+
+class EnginePool:
+    """Hands out engine processes with the engine already imported, keeping ``spares`` ready."""
+
+    def __init__(self, settings_kw: dict, spares: int = 1, queue_windows: int = 4) -> None:
+        self.settings_kw, self.spares, self.queue_windows = settings_kw, spares, queue_windows
+        self._ready: list[ProcessEngineWorker] = []
+        self._lock = threading.Lock()
+
+    def _spawn(self) -> ProcessEngineWorker:
+        return ProcessEngineWorker(self.settings_kw, self.queue_windows)
+
+    def fill(self) -> None:
+        with self._lock:
+            while len(self._ready) < self.spares:
+                self._ready.append(self._spawn())
+
+    def acquire(self, path: str) -> ProcessEngineWorker:
+        """Blocking (run it in an executor): a worker with ``path`` loaded."""
+        with self._lock:
+            worker = self._ready.pop() if self._ready else None
+        worker = worker or self._spawn()
+        try:
+            worker.load(path)
+        except BaseException:
+            worker.stop()
+            worker.join(2.0)
+            raise
+        finally:
+            threading.Thread(target=self.fill, daemon=True).start()
+        return worker
+
+    def close(self) -> None:
+        with self._lock:
+            ready, self._ready = self._ready, []
+        for w in ready:
+            w.stop()
+            w.join(2.0)

@@ -4,7 +4,6 @@ comes back delayed, A/V offset, two portraits at once never mix, MP4 recording, 
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 
@@ -16,7 +15,7 @@ from emote.clients.client import ClientSettings, FileAudioTrack, run_client
 from emote.engine.landmarks import inner_lip_aperture, shared_landmarker
 from emote.engine.resources import default_portrait_path
 from portraits import grace_hopper_path
-from streaming_fakes import LOOPBACK, best_lag_s, envelope, speech_with_pauses, start_server
+from streaming_fakes import LOOPBACK, best_lag_s, envelope, speech_with_pauses
 
 pytestmark = pytest.mark.skipif(__import__("shutil").which("espeak-ng") is None, reason="needs espeak-ng")
 
@@ -32,12 +31,41 @@ def speech(tmp_path_factory):
     return path, speech_with_pauses(path)
 
 
+TOKEN = "client-test-token"
+
+
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("avatars"))
+def server(tmp_path_factory):
+    """`emote serve` in its own process (engine processes too), two portraits, a token."""
+    import socket
+    import time
+    d = tmp_path_factory.mktemp("server")
+    hopper = d / "hopper.jpg"
+    hopper.write_bytes(grace_hopper_path().read_bytes())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(d / "serve.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emote.clients.serve_cmd", "serve", "--port", str(port), "-v",
+         "--ice-address", "127.0.0.1", "--token", TOKEN, "--cache-dir", str(d / "avatars"),
+         "--portrait", str(default_portrait_path()), "--portrait", str(hopper)],
+        stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        assert proc.poll() is None and time.monotonic() < deadline, (d / "serve.log").read_text()
+        time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+    log.close()
 
 
-PORTRAITS = (("astronaut", str(default_portrait_path())), ("hopper", str(grace_hopper_path())))
+def _cfg(url: str, seconds: float, **kw) -> ClientSettings:
+    return ClientSettings(url, token=TOKEN, seconds=seconds, ice_addresses=LOOPBACK, **kw)
 
 
 def _analyse(rec, sent: np.ndarray) -> dict:
@@ -65,18 +93,9 @@ def _analyse(rec, sent: np.ndarray) -> dict:
             "seconds": (rec.video[-1][1] - rec.video[0][1]) if rec.video else 0.0}
 
 
-def test_python_client_real_pipeline(speech, cache_dir):
+def test_python_client_real_pipeline(speech, server):
     wav, sent = speech
-
-    async def go():
-        runner, url, srv = await start_server(factory=None, portraits=PORTRAITS, cache_dir=cache_dir)
-        try:
-            rec = await run_client(ClientSettings(url, seconds=10.0, ice_addresses=LOOPBACK),
-                                   FileAudioTrack(sent))
-        finally:
-            await runner.cleanup()
-        return rec
-    rec = asyncio.run(go())
+    rec = asyncio.run(run_client(_cfg(server, 10.0), FileAudioTrack(sent)))
     res = _analyse(rec, sent)
     print(res, rec.stats[-1] if rec.stats else None)
     assert res["fps"] >= 24.0 and res["seconds"] >= 8.0, res
@@ -89,18 +108,13 @@ def test_python_client_real_pipeline(speech, cache_dir):
     assert rec.delay_ms / 1000 - 0.01 <= res["voice_delay_s"] <= rec.delay_ms / 1000 + 0.1, res
 
 
-def test_two_portraits_at_once_never_mix(speech, cache_dir):
+def test_two_portraits_at_once_never_mix(speech, server):
     wav, sent = speech
 
     async def go():
-        runner, url, srv = await start_server(factory=None, portraits=PORTRAITS, cache_dir=cache_dir)
-        try:
-            return await asyncio.gather(*(
-                run_client(ClientSettings(url, seconds=9.0, ice_addresses=LOOPBACK, portrait=name),
-                           FileAudioTrack(sent * gain))
-                for name, gain in (("astronaut", 1.0), ("hopper", 0.5))))
-        finally:
-            await runner.cleanup()
+        return await asyncio.gather(*(
+            run_client(_cfg(server, 9.0, portrait=name), FileAudioTrack(sent * gain))
+            for name, gain in (("portrait_astronaut", 1.0), ("hopper", 0.5))))
     a, h = asyncio.run(go())
     ref_a, ref_h = a.video[0][2].astype(np.float32), h.video[0][2].astype(np.float32)
     for rec, own, other in ((a, ref_a, ref_h), (h, ref_h, ref_a)):
@@ -112,27 +126,14 @@ def test_two_portraits_at_once_never_mix(speech, cache_dir):
     assert 1.6 < ra / rh < 2.4                                  # each got its own voice back
 
 
-def test_emote_client_command_writes_an_mp4_and_mic_errors_are_clear(speech, cache_dir, tmp_path):
+def test_emote_client_command_writes_an_mp4_and_mic_errors_are_clear(speech, server, tmp_path):
     wav, _ = speech
     out = str(tmp_path / "received.mp4")
-    cmd = [sys.executable, "-m", "emote.clients.serve_cmd", "client"]
-
-    async def go():
-        runner, url, srv = await start_server(factory=None, portraits=PORTRAITS, cache_dir=cache_dir,
-                                              token="a-good-token")
-        try:
-            p = await asyncio.create_subprocess_exec(
-                *cmd, url, "--audio", wav, "--out", out, "--token", "a-good-token", "--seconds", "4",
-                "--ice-address", "127.0.0.1", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            so, se = await p.communicate()
-            q = await asyncio.create_subprocess_exec(
-                *cmd, url, "--mic", "--ice-address", "127.0.0.1", stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE)
-            mo, me = await q.communicate()
-        finally:
-            await runner.cleanup()
-        return p.returncode, so.decode() + se.decode(), q.returncode, me.decode()
-    rc, text, mic_rc, mic_err = asyncio.run(go())
+    cmd = [sys.executable, "-m", "emote.clients.serve_cmd", "client", server, "--ice-address", "127.0.0.1"]
+    p = subprocess.run(cmd + ["--audio", wav, "--out", out, "--token", TOKEN, "--seconds", "4"],
+                       capture_output=True, text=True, timeout=60)
+    q = subprocess.run(cmd + ["--mic"], capture_output=True, text=True, timeout=60)
+    rc, text, mic_rc, mic_err = p.returncode, p.stdout + p.stderr, q.returncode, q.stderr
     assert rc == 0, text
     with av.open(out) as c:
         v, a = c.streams.video[0], c.streams.audio[0]

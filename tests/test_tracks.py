@@ -117,7 +117,8 @@ def test_worker_carries_exceptions_back_and_stops_on_the_end_marker():
     async def go():
         loop = asyncio.get_running_loop()
         errors, frames = [], []
-        w = EngineWorker(Boom(), loop, frames.append, errors.append, name="t")
+        w = EngineWorker(Boom())
+        w.start(loop, frames.append, errors.append, name="t")
         (win,) = WindowSlicer(WindowSpec(lookahead_frames=0)).push(np.zeros(640, np.float32))
         w.submit(win, time.monotonic())
         for _ in range(100):
@@ -125,7 +126,8 @@ def test_worker_carries_exceptions_back_and_stops_on_the_end_marker():
             if errors:
                 break
         ok = WindowSlicer(WindowSpec(lookahead_frames=2))
-        w2 = EngineWorker(FakePipeline(), loop, frames.append, errors.append, name="u")
+        w2 = EngineWorker(FakePipeline(), queue_windows=25)
+        w2.start(loop, frames.append, errors.append, name="u")
         for win in ok.push(np.zeros(640 * 10, np.float32)):
             w2.submit(win, time.monotonic())
         w2.stop()
@@ -138,7 +140,7 @@ def test_worker_carries_exceptions_back_and_stops_on_the_end_marker():
 
 
 def _session(pipe, **opts) -> Session:
-    return Session(pipe, "fake", SessionOptions(**opts), StreamingMetrics(), lambda s: None)
+    return Session(EngineWorker(pipe), "fake", SessionOptions(**opts), StreamingMetrics(), lambda s: None)
 
 
 def test_session_idles_on_silence_and_follows_speech_without_a_peer():

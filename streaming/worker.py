@@ -20,14 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing as mp
+import json
 import queue
+import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+from multiprocessing.connection import Connection
 
 from emote.streaming.encoding import to_i420
 from emote.streaming.ringbuffer import Window
@@ -232,17 +236,19 @@ def _child_main(conn, settings_kw: dict) -> None:
 
 
 class ProcessEngineWorker(_Base):
-    """The engine in a child process; windows and frames cross a pipe (a 512x512 I420 frame is
+    """The engine in a child process; windows and frames cross a socket pair (a 512x512 I420 frame is
     384 KiB: about 10 MB/s per session, well under a millisecond per frame)."""
 
     def __init__(self, settings_kw: dict, queue_windows: int = 4) -> None:
         super().__init__(queue_windows)
-        ctx = mp.get_context("spawn")
-        self._conn, child = ctx.Pipe(duplex=True)
-        self._proc = ctx.Process(target=_child_main, args=(child, settings_kw), daemon=True,
-                                 name="emote-engine")
-        self._proc.start()
-        child.close()
+        # A plain `python -m emote.streaming.worker FD` child on one end of a socket pair (not
+        # multiprocessing's spawn, which re-imports the parent's __main__ script).
+        ours, theirs = socket.socketpair()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "emote.streaming.worker", str(theirs.fileno()), json.dumps(settings_kw)],
+            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        theirs.close()
+        self._conn = Connection(ours.detach())
         self._in_flight = 0
         self._lock = threading.Lock()
         self._reader: threading.Thread | None = None
@@ -289,14 +295,19 @@ class ProcessEngineWorker(_Base):
         self._send(None)
 
     def join(self, timeout_s: float) -> bool:
-        self._proc.join(timeout_s)
-        if self._proc.is_alive():
+        try:
+            self._proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
             self._proc.terminate()
-            self._proc.join(1.0)
+            try:
+                self._proc.wait(1.0)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
         if self._reader is not None:
             self._reader.join(1.0)
         self._conn.close()
-        return not self._proc.is_alive()
+        return True
 
     def _read(self) -> None:
         while True:
@@ -355,3 +366,8 @@ class EnginePool:
         for w in ready:
             w.stop()
             w.join(2.0)
+
+
+if __name__ == "__main__":           # an engine process (see ProcessEngineWorker)
+    from emote.streaming import worker as _module     # pickles name emote.streaming.worker.*
+    _module._child_main(Connection(int(sys.argv[1])), json.loads(sys.argv[2]))

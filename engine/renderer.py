@@ -39,6 +39,14 @@ class RendererSettings:
             raise ConfigError(f"open_blend_iod must be within (0, 0.5], got {self.open_blend_iod}")
 
 
+def _patch_box(pts: np.ndarray, margin: int, size: int, min_side: int) -> tuple[int, int, int, int] | None:
+    """Integer box (x0, y0, x1, y1) around (K, 2) points plus a margin, inside [0, size); None if too small."""
+    x0, y0 = np.floor(pts.min(0)).astype(int) - margin
+    x1, y1 = np.ceil(pts.max(0)).astype(int) + margin + 1
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, size), min(y1, size)
+    return None if x1 - x0 < min_side or y1 - y0 < min_side else (x0, y0, x1, y1)
+
+
 class MouthPainter:
     """Draws the mouth interior between the deformed inner lips. Colours come from the photo."""
 
@@ -73,13 +81,10 @@ class MouthPainter:
         gap_now = (lo - up) @ ey
         if np.max(gap_now - self.ref_gap) < 0.3:
             return
-        pts = np.vstack([up, lo])
-        x0, y0 = np.floor(pts.min(0)).astype(int) - 2
-        x1, y1 = np.ceil(pts.max(0)).astype(int) + 3
-        S = frame.shape[0]
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, S), min(y1, S)
-        if x1 - x0 < 2 or y1 - y0 < 2:
+        box = _patch_box(np.vstack([up, lo]), 2, frame.shape[0], 2)
+        if box is None:
             return
+        x0, y0, x1, y1 = box
         c = (up[0] + up[-1]) / 2
         gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float32) - c[0], np.arange(y0, y1, dtype=np.float32) - c[1])
         lx, ly = gx * ex[0] + gy * ex[1], gx * ey[0] + gy * ey[1]
@@ -151,12 +156,10 @@ class EyelidPainter:
             if closed <= 0.01:
                 continue
             pts = np.vstack([pu, pl[::-1]])
-            x0, y0 = np.floor(pts.min(0)).astype(int) - 4
-            x1, y1 = np.ceil(pts.max(0)).astype(int) + 5
-            S = frame.shape[0]
-            x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, S), min(y1, S)
-            if x1 - x0 < 3 or y1 - y0 < 3:
+            box = _patch_box(pts, 4, frame.shape[0], 3)
+            if box is None:
                 continue
+            x0, y0, x1, y1 = box
             m = np.zeros((y1 - y0, x1 - x0), np.float32)
             poly = np.round((pts - (x0, y0)) * 16).astype(np.int32)
             cv2.fillPoly(m, [poly], 1.0, lineType=cv2.LINE_AA, shift=4)

@@ -199,15 +199,19 @@ class Session:
             self.worker.submit(w, now)
 
     async def _watchdog(self, tick_s: float = 0.02) -> None:
+        gap_s = self.opts.gap_fill_ms / 1000.0
         while not self.closed.is_set():
+            before = time.monotonic()
             await asyncio.sleep(tick_s)
             now = time.monotonic()
-            if self.clock.t0 is None:
+            loop_late = now - before - tick_s > 0.05   # this process is starved: audio may be
+            if self.clock.t0 is None:                  # waiting in a queue, not missing
                 if self.connected_at is not None and now - self.connected_at > self.opts.start_grace_s:
                     self.clock.start(now)             # connected, but no audio: idle anyway
                 continue
             lag = (now - self.clock.t0) - self.ring48.written / NET_RATE_HZ
-            if lag > self.opts.gap_fill_ms / 1000.0:
+            quiet = now - (self.last_audio or self.clock.t0) > gap_s
+            if lag > gap_s and quiet and not loop_late:
                 self._pad(int((lag - tick_s) * NET_RATE_HZ), now)
                 self._filling = True
             if self.last_audio is not None and now - self.last_audio > self.opts.peer_timeout_s:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 
 import av
 import numpy as np
@@ -38,7 +39,6 @@ TOKEN = "client-test-token"
 def server(tmp_path_factory):
     """`emote serve` in its own process (engine processes too), two portraits, a token."""
     import socket
-    import time
     d = tmp_path_factory.mktemp("server")
     hopper = d / "hopper.jpg"
     hopper.write_bytes(grace_hopper_path().read_bytes())
@@ -58,7 +58,7 @@ def server(tmp_path_factory):
                 break
         assert proc.poll() is None and time.monotonic() < deadline, (d / "serve.log").read_text()
         time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}"
+    yield f"http://127.0.0.1:{port}", proc.pid
     proc.terminate()
     proc.wait(10)
     log.close()
@@ -93,9 +93,17 @@ def _analyse(rec, sent: np.ndarray) -> dict:
             "seconds": (rec.video[-1][1] - rec.video[0][1]) if rec.video else 0.0}
 
 
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(x) for x in f.read().split()]
+
+
 def test_python_client_real_pipeline(speech, server):
+    server, pid = server
     wav, sent = speech
     rec = asyncio.run(run_client(_cfg(server, 10.0), FileAudioTrack(sent)))
+    time.sleep(1.5)
+    assert len(_children(pid)) == 1                    # the session's engine process is gone
     res = _analyse(rec, sent)
     print(res, rec.stats[-1] if rec.stats else None)
     assert res["fps"] >= 24.0 and res["seconds"] >= 8.0, res
@@ -109,6 +117,7 @@ def test_python_client_real_pipeline(speech, server):
 
 
 def test_two_portraits_at_once_never_mix(speech, server):
+    server, _ = server
     wav, sent = speech
 
     async def go():
@@ -127,6 +136,7 @@ def test_two_portraits_at_once_never_mix(speech, server):
 
 
 def test_emote_client_command_writes_an_mp4_and_mic_errors_are_clear(speech, server, tmp_path):
+    server, _ = server
     wav, _ = speech
     out = str(tmp_path / "received.mp4")
     cmd = [sys.executable, "-m", "emote.clients.serve_cmd", "client", server, "--ice-address", "127.0.0.1"]

@@ -90,6 +90,9 @@ class Session:
         self.input = AudioInput(options.sample_rate_hz)
         self.ring48 = AudioRingBuffer(int(options.return_audio_ring_s * NET_RATE_HZ))
         self.slicer = WindowSlicer(self.spec)
+        hold = self.input.engine_hold_samples        # both streams start with the resampler's
+        self.slicer.push(np.zeros(hold, np.float32))  # hold-back of silence (see AudioInput)
+        self.ring48.push(np.zeros(hold * NET_RATE_HZ // options.sample_rate_hz, np.float32))
         self.frames = FrameBuffer(capacity=2 * options.fps)
         self.video = PortraitVideoTrack(self.clock, self.frames, options.fps, self._on_sent)
         self.audio = DelayedAudioTrack(self.clock, self.ring48)

@@ -94,6 +94,8 @@ class AudioInput:
         self._to48 = av.AudioResampler(format="flt", layout="mono", rate=NET_RATE_HZ)
         self._to_engine = soxr.ResampleStream(NET_RATE_HZ, engine_rate_hz, 1, dtype="float32",
                                               quality="LQ")
+        self.engine_hold_samples = _held_back(engine_rate_hz)
+
 
     def convert(self, frame: av.AudioFrame) -> np.ndarray:
         """One decoded frame -> float32 (n,) mono at 48 kHz (n may differ from the frame's)."""
@@ -103,6 +105,17 @@ class AudioInput:
     def to_engine(self, x48: np.ndarray) -> np.ndarray:
         """48 kHz mono float32 -> engine-rate mono float32, streaming."""
         return self._to_engine.resample_chunk(np.asarray(x48, np.float32))
+
+
+def _held_back(engine_rate_hz: int) -> int:
+    """How many output samples the streaming resampler keeps back (its filter's look-ahead).
+
+    A window whose last samples are held back becomes complete only with the next 20 ms packet;
+    the session starts both streams with this many samples of silence (times 3 at 48 kHz) so
+    that a window ending on a packet boundary is complete when that packet arrives."""
+    probe = soxr.ResampleStream(NET_RATE_HZ, engine_rate_hz, 1, dtype="float32", quality="LQ")
+    n_in = NET_RATE_HZ // 10
+    return n_in * engine_rate_hz // NET_RATE_HZ - len(probe.resample_chunk(np.zeros(n_in, np.float32)))
 
 
 @dataclass

@@ -42,6 +42,7 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from emote.engine.exceptions import ConfigError
 from emote.streaming.jitter import install
 from emote.streaming.metrics import StreamingMetrics
 from emote.streaming.ringbuffer import AudioRingBuffer, WindowSlicer, WindowSpec
@@ -56,7 +57,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SessionOptions:
-    """Per-session timing; the server fills it from its ServerSettings."""
+    """Per-session timing; the server fills it from its ServerSettings.
+
+    ``margin_ms`` (60): the engine's time for a window (render about 10 ms per 512x512 frame on
+    this 2-core machine, up to 25 ms when both cores are busy) plus the trip through its process
+    and some jitter; less margin, more held frames. ``gap_fill_ms`` (200): longer than network
+    jitter on a healthy path, short enough that the portrait idles within a blink of silence.
+    ``peer_timeout_s`` (3): a killed peer is noticed within 5 s even without its WebSocket.
+    """
 
     fps: int = 25
     sample_rate_hz: int = 16000
@@ -70,6 +78,12 @@ class SessionOptions:
     low_latency_jitter_buffer: bool = True
     engine_queue_windows: int = 4      # windows waiting for the engine; more are dropped
     return_audio_ring_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.margin_ms < 0 or self.gap_fill_ms < 20 or self.peer_timeout_s <= 0.2:
+            raise ConfigError("margin_ms must be >= 0, gap_fill_ms >= 20, peer_timeout_s > 0.2")
+        if self.engine_queue_windows < 1 or self.return_audio_ring_s < 1:
+            raise ConfigError("engine_queue_windows must be >= 1 and return_audio_ring_s >= 1")
 
 
 class Session:
@@ -110,7 +124,6 @@ class Session:
         self._sent_times: deque[float] = deque(maxlen=4 * options.fps)
         self._stage_ms: dict[str, deque[float]] = {}
         self.counters = {"frames_sent": 0, "frames_held": 0, "padded_s": 0.0, "trimmed_s": 0.0}
-        self.listeners: set[Callable[[dict], Any]] = set()
         metrics.sessions_active.inc()
         metrics.sessions_total.inc()
         log.info("%s opened: portrait %s, delay %.0f ms", self, portrait, self.delay_s * 1000)

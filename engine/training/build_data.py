@@ -303,7 +303,8 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     results: list[dict] = []
     import multiprocessing as mp
     ctx = mp.get_context("forkserver")          # children never inherit an used libespeak-ng
-    ctx.set_forkserver_preload(["emote.engine.training.build_data"])
+    ctx.set_forkserver_preload(["emote.engine.training.targets", "emote.engine.training.variants",
+                                "emote.engine.training.shards"])
     with ctx.Pool(max(1, cfg.workers), maxtasksperchild=1) as pool:
         for r in _progress(pool.imap(_do_shard, shards), len(shards), progress):
             results.append(r)

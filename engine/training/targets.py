@@ -66,7 +66,7 @@ def draw_style(rng: np.random.Generator) -> Style:
     return Style(jaw_gain=u(0.8, 1.2), round_gain=u(0.75, 1.25), spread_gain=u(0.7, 1.3), asym=u(-0.08, 0.08),
                  head_yaw_deg=u(1.5, 5.0), head_pitch_deg=u(1.0, 3.0), head_roll_deg=u(0.7, 2.5),
                  head_tau_s=u(0.7, 2.0), idle_fraction=u(0.2, 0.5), nod_prob=u(0.3, 0.85), nod_deg=u(1.2, 4.0),
-                 brow_prob=u(0.15, 0.7), brow_amp=u(0.2, 0.6), blink_per_min=u(9.0, 24.0), gaze_deg=u(2.0, 6.0))
+                 brow_prob=u(0.15, 0.7), brow_amp=u(0.2, 0.6), blink_per_min=u(8.0, 20.0), gaze_deg=u(2.0, 6.0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,12 +211,12 @@ def prosody_channels(phones: list[Phone], features: np.ndarray, fps: float, styl
     """Head pose, brows, blinks and gaze (n_frames, C) float32; mouth channels 0.
 
     * head: Ornstein-Uhlenbeck wander per axis (std from the style, time constant head_tau_s),
+      smoothed by a second 250 ms stage (so the velocity is continuous),
       scaled between idle_fraction (silence) and 1 (speech) by the smoothed speech activity;
       a nod (pitch down and back, 350-600 ms) on a pitch accent with probability nod_prob; a small
       bob with the jaw; head translation follows yaw/pitch.
     * brows: a raise (browInnerUp, browOuterUp) on an accent with probability brow_prob.
-    * blinks: a Poisson process (blink_per_min), x4 in the first 600 ms of a pause and at phrase
-      ends, 300 ms refractory; 90-250 ms, 10 % partial.
+    * blinks: a Poisson process (blink_per_min), x3 in the first 500 ms of a pause, 300 ms refractory; 90-250 ms, 10 % partial.
     * gaze: fixations (mean 1.5 s) on the camera (60 %) or nearby points, 40 ms saccades.
     """
     n = features.shape[0]
@@ -233,12 +233,16 @@ def prosody_channels(phones: list[Phone], features: np.ndarray, fps: float, styl
     # OU wander
     tau = style.head_tau_s
     phi = math.exp(-dt / tau)
+    beta = math.exp(-dt / 0.25)            # a second, 250 ms stage: smooth velocity, no jitter
+    unit = math.sqrt((1 - beta) ** 2 * (1 + phi * beta) / ((1 - beta * beta) * (1 - phi * beta)))
     noise = rng.standard_normal((n, 3)) * math.sqrt(1.0 - phi * phi)
     ou = np.zeros((n, 3))
     x = rng.standard_normal(3) * 0.3
+    y = x * unit
     for i in range(n):
         x = phi * x + noise[i]
-        ou[i] = x
+        y = beta * y + (1 - beta) * x
+        ou[i] = y / unit
     yaw = ou[:, 0] * style.head_yaw_deg * gain
     pitch = ou[:, 1] * style.head_pitch_deg * gain
     roll = ou[:, 2] * style.head_roll_deg * gain
@@ -271,7 +275,7 @@ def prosody_channels(phones: list[Phone], features: np.ndarray, fps: float, styl
     for p in phones:
         if p.ipa == "_" and p.dur_s >= 0.15:
             a0 = int(p.start_s * fps)
-            pause_boost[a0:a0 + int(0.6 * fps)] = 4.0
+            pause_boost[a0:a0 + int(0.5 * fps)] = 3.0
     blink = np.zeros(n)
     p_frame = style.blink_per_min / 60.0 * dt
     u = rng.random((n, 3))

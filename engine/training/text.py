@@ -44,7 +44,7 @@ LANGUAGES: tuple[Language, ...] = (
     Language("de", "de", "de_DE"),
     Language("el", "el", "el_GR"),
     Language("en", "en-us", "en_US"),
-    Language("en-gb", "en-gb", "en_GB"),
+    Language("en-gb", "en", "en_GB"),
     Language("es", "es", "es_ES"),
     Language("et", "et", "et_EE"),
     Language("eu", "eu", None, "b d g k l m n p r s t x z tx ts|a e i o u|n r s k"),

@@ -165,6 +165,8 @@ def segments(ipa: str, start_s: float, end_s: float) -> list[tuple[Viseme, float
                 parts[-1] = (Viseme(v.name + s, tuple(t), tuple(d), v.spread_ms), name + s)
             continue
         parts.append((viseme_of(s), s))
+    if not parts:
+        return [(VISEMES["alveolar"], start_s, end_s, ipa)]
     if len(parts) > 1 and all(p[1][0] not in _VOWELS for p in parts):
         weights = [0.35] + [0.65 / (len(parts) - 1)] * (len(parts) - 1)    # affricate
     else:

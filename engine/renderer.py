@@ -23,7 +23,7 @@ from .rig import Rig, RigSettings, _smooth
 
 @dataclass(frozen=True)
 class RendererSettings:
-    grid_step_px: int = 2               # resolution of the displacement field (1, 2 or 4 px)
+    grid_step_px: int = 4               # resolution of the displacement field (1, 2 or 4 px)
     inverse_iterations: int = 2
     mouth_interior: bool = True
     teeth: bool = True

@@ -65,7 +65,6 @@ class MeshWarp:
         fx, fy = np.meshgrid(np.arange(self.w, dtype=np.float32) + x0, np.arange(self.h, dtype=np.float32) + y0)
         self._full = np.dstack([fx, fy])
         self.mask = self._region_mask(np.asarray(vertices)[self.active])
-        self._maskf = self.mask.astype(np.float32)[..., None]
 
     def _region_mask(self, vertices: np.ndarray) -> np.ndarray:
         """(h, w) bool: the pixels of the box that the warp may change (the mesh hull, dilated by the grid)."""
@@ -113,7 +112,8 @@ class MeshWarp:
         """Warp the box of image (H, W, C) uint8 by the vertex displacement; writes into out (or a copy)."""
         x0, y0, x1, y1 = self.box
         b = self.backward_field(displacement)
-        b *= self._maskf                    # zero offset outside the region: those pixels are copied exactly
+        # no masking needed: a pixel more than grid_step_px outside the hull sits between grid points that
+        # are all outside it, where F is exactly 0, so its offset is 0 and remap copies it exactly
         m1, m2 = cv2.convertMaps(self._full + b, None, cv2.CV_16SC2)   # fixed point: faster, 1/32 px
         warped = cv2.remap(image, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         if out is None:

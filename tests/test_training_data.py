@@ -12,7 +12,6 @@ from emote.engine.audio import FeatureStream
 espeak = pytest.importorskip("emote.engine.training.espeak")
 if not espeak.available():
     pytest.skip("libespeak-ng is not loadable", allow_module_level=True)
-pytest.importorskip("faker")
 
 from emote.engine.training import build_data as B          # noqa: E402
 from emote.engine.training import targets as TG             # noqa: E402
@@ -88,6 +87,17 @@ def test_mandarin_pinyin_and_variants_synthesize():
     slow = espeak.synthesize("one two three four five", "en-us", rate_wpm=120).duration_s
     fast = espeak.synthesize("one two three four five", "en-us", rate_wpm=300).duration_s
     assert fast < 0.6 * slow
+
+
+def test_text_sources():
+    from emote.engine.training import text as TX
+    zh = TX.sentences("cmn", 3, seed=1)
+    assert all(any(ch.isdigit() for ch in s) for s in zh)          # tone-numbered pinyin
+    assert TX.sentences("de", 4, seed=3) == TX.sentences("de", 4, seed=3) != TX.sentences("de", 4, seed=4)
+    assert len({l.code for l in TX.LANGUAGES}) >= 30
+    if TX.have_faker():
+        pool = TX.word_pool("ru")
+        assert len(pool) > 150 and all(not w.isascii() for w in pool)   # Cyrillic words, no English fallbacks
 
 
 def test_viseme_classes():

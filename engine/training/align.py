@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 import sys
@@ -41,6 +42,7 @@ class Alignment:
 # features and DTW
 # --------------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=16)
 def _mel(sr: int, n_fft: int, n: int = 26, lo: float = 100.0, hi: float = 3800.0) -> np.ndarray:
     def m(f):
         return 2595.0 * np.log10(1.0 + f / 700.0)
@@ -56,6 +58,11 @@ def _mel(sr: int, n_fft: int, n: int = 26, lo: float = 100.0, hi: float = 3800.0
     return fb
 
 
+@functools.lru_cache(maxsize=16)
+def _hann(n: int) -> np.ndarray:
+    return np.hanning(n)
+
+
 def _frames(x: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
     """Power spectra (T, n_fft/2+1) at 10 ms hop, 25 ms Hann; and the frame energies (dB)."""
     hop, win = int(round(HOP_S * sr)), int(round(0.025 * sr))
@@ -63,7 +70,7 @@ def _frames(x: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
     x = np.concatenate([np.zeros(win // 2), np.asarray(x, np.float64), np.zeros(win)])
     n = max(1, (x.size - win) // hop)
     idx = np.arange(win)[None, :] + hop * np.arange(n)[:, None]
-    fr = x[idx] * np.hanning(win)[None, :]
+    fr = x[idx] * _hann(win)[None, :]
     p = np.abs(np.fft.rfft(fr, n_fft, axis=1)) ** 2
     e = 10 * np.log10(np.mean(fr * fr, axis=1) + 1e-12)
     return p, e

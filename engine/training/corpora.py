@@ -31,7 +31,7 @@ FILLETS_ROOT = Path("/usr/share/games/fillets-ng")
 ASTERISK = {
     "en": ("en_US_f_Allison", "en-us", "f2", "asterisk-en-Allison"),
     "es": ("es_MX_f_Allison", "es-419", "f2", "asterisk-es-Allison"),
-    "fr": ("fr_CA_f_June", "fr-fr", "f2", "asterisk-fr-June"),
+    "fr": ("fr_CA_f_June", "fr", "f2", "asterisk-fr-June"),
     "it": ("it_IT_m_Carlo", "it", "m2", "asterisk-it-Carlo"),
     "ru": ("ru_RU_f_IvrvoiceRU", "ru", "f2", "asterisk-ru-IvrvoiceRU"),
 }

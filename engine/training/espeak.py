@@ -208,9 +208,9 @@ def attach_closures(phones: list[Phone], audio: np.ndarray, sr: int, max_closure
         i = int(round(p.start_s * sr))
         lo = int(round(max(prev.start_s + 0.5 * prev.dur_s if prev.ipa != "_" else prev.start_s,
                            p.start_s - max_closure_s) * sr))
-        j = i
-        while j > lo and j - 1 < quiet.size and quiet[j - 1]:
-            j -= 1
+        i = min(i, quiet.size)
+        loud = np.flatnonzero(~quiet[lo:i])           # the silence reaching up to the event
+        j = lo + int(loud[-1]) + 1 if loud.size else lo
         if i - j >= int(0.01 * sr):
             t = j / sr
             out[k - 1] = Phone(prev.ipa, prev.start_s, t)

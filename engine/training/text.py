@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Language", "LANGUAGES", "language", "sentences", "word_pool"]
+__all__ = ["Language", "LANGUAGES", "language", "sentences", "word_pool", "have_faker"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ LANGUAGES: tuple[Language, ...] = (
     Language("eu", "eu", None, "b d g k l m n p r s t x z tx ts|a e i o u|n r s k"),
     Language("fa", "fa", "fa_IR"),
     Language("fi", "fi", "fi_FI"),
-    Language("fr", "fr-fr", "fr_FR"),
+    Language("fr", "fr", "fr_FR"),
     Language("he", "he", "he_IL"),
     Language("hi", "hi", "hi_IN"),
     Language("hr", "hr", "hr_HR"),
@@ -130,6 +130,16 @@ def _raw_pool(locale: str) -> tuple[str, ...]:
     return tuple(sorted(words))
 
 
+@functools.lru_cache(maxsize=None)
+def have_faker() -> bool:
+    """faker (the ``train`` extra) is installed; without it every language speaks random words."""
+    try:
+        import faker  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 _NON_LATIN = {"ar", "bg", "bn", "el", "fa", "he", "hi", "hy", "ka", "ko", "mk", "ne", "ru", "ta", "th", "uk"}
 
 
@@ -147,7 +157,7 @@ def _foreign() -> frozenset[str]:
 def word_pool(lang: str) -> tuple[str, ...]:
     """The words a language's sentences are drawn from (empty: use random syllables)."""
     lg = language(lang)
-    if lg.locale is None:
+    if lg.locale is None or not have_faker():
         return ()
     pool = set(_raw_pool(lg.locale))
     if lg.locale not in ("en_US", "en_GB"):

@@ -257,7 +257,7 @@ def mouth_params(phones: list[Phone], n_frames: int, fps: float = FPS, jaw_gain:
 
 
 def _ou(rng: np.random.Generator, n: int, tau_frames: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Ornstein-Uhlenbeck process with per-frame time constant and stationary std ``scale``; starts at 0."""
+    """Ornstein-Uhlenbeck process with per-frame time constant and std ``scale``, smoothed; starts near 0."""
     x = np.zeros(n)
     v = 0.0
     e = rng.standard_normal(n)
@@ -265,9 +265,10 @@ def _ou(rng: np.random.Generator, n: int, tau_frames: np.ndarray, scale: np.ndar
         a = math.exp(-1.0 / max(tau_frames[i], 1.0))
         v = a * v + math.sqrt(1.0 - a * a) * e[i]
         x[i] = v
-    # second-order smoothing so the head has no velocity kinks
+    # smoothing (160 ms) so the head drifts without jitter, rescaled to keep the stationary std
     from scipy.ndimage import gaussian_filter1d
-    return gaussian_filter1d(x, 2.0, mode="nearest") * scale
+    y = gaussian_filter1d(x, 4.0, mode="nearest")
+    return y * (x.std() / max(y.std(), 1e-9)) * scale
 
 
 def _bump(n: int, at: int, rise: float, fall: float) -> np.ndarray:

@@ -81,7 +81,7 @@ def teacher_sample(model, z, audio, past, ctrl, steps: int = 20, guidance: float
 
 
 def distill(teacher, student, batches, n_iters: int, lr: float = 5e-4, teacher_steps: int = 20,
-            guidance: float = 2.0, n_pairs: int = 40000, seed: int = 0, log=print) -> dict:
+            guidance: float = 2.0, n_pairs: int = 40000, seed: int = 0, batch: int = 256, log=print) -> dict:
     """Distil ``teacher`` into ``student`` in place. ``batches(n, gen)`` gives (audio, past, ctrl, x0_true)
     conditions (ground-truth past frames). Returns stats."""
     g = torch.Generator().manual_seed(seed + 17)
@@ -106,19 +106,21 @@ def distill(teacher, student, batches, n_iters: int, lr: float = 5e-4, teacher_s
     student.train()
     ema = None
     for it in range(n_iters):
-        i = torch.randint(0, len(Z), (256,), generator=g)
-        t = ts[torch.randint(0, len(ts), (256,), generator=g)]
+        i = torch.randint(0, len(Z), (batch,), generator=g)
+        t = ts[torch.randint(0, len(ts), (batch,), generator=g)]
         a = ab[t][:, None, None]
         x = a.sqrt() * X0[i] + (1 - a).sqrt() * Z[i]
         pred = student(x, t.float(), A[i], P[i], Cc[i])[0]
-        loss = ((pred - X0[i]) ** 2).mean() + 0.5 * ((pred.diff(dim=1) - X0[i].diff(dim=1)) ** 2).mean()
+        pn = (P[i][:, -1:] - student.motion_mean) / student.motion_std       # the join with the past
+        vp, vt = torch.cat([pn, pred], 1).diff(dim=1), torch.cat([pn, X0[i]], 1).diff(dim=1)
+        loss = ((pred - X0[i]) ** 2).mean() + 0.5 * ((vp - vt) ** 2).mean() + 1.0 * ((vp[:, 0] - vt[:, 0]) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         opt.step()
         sch.step()
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-        if (it + 1) % 500 == 0 or it + 1 == n_iters:
+        if (it + 1) % 250 == 0 or it + 1 == n_iters:
             log(f"distill {it + 1}/{n_iters} loss {ema:.4f} ({time.perf_counter() - t0:.0f} s)")
     student.eval()
     # how far the student is from the teacher, per step count (normalised units, held-in pairs)

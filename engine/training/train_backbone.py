@@ -115,14 +115,15 @@ def train_teacher(model: MotionDiT, data: ChunkData, iters: int, batch: int = 25
         pred = model(xt, t.float(), audio, past, ctrl, drop_a, drop_c)[0]
         pn = (past[:, -1:] - mean) / std
         vel_p, vel_t = torch.cat([pn, pred], 1).diff(dim=1), torch.cat([pn, x0n], 1).diff(dim=1)
-        loss = (((pred - x0n) ** 2) * w).mean() + (((vel_p - vel_t) ** 2) * w).mean()
+        loss = ((((pred - x0n) ** 2) * w).mean() + (((vel_p - vel_t) ** 2) * w).mean()
+                + 2.0 * (((vel_p[:, 0] - vel_t[:, 0]) ** 2) * w).mean())            # the join with the past
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         lrs.step()
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-        if (it + 1) % 500 == 0 or it + 1 == iters:
+        if (it + 1) % 250 == 0 or it + 1 == iters:
             log(f"teacher {it + 1}/{iters} loss {ema:.4f} ({time.perf_counter() - t0:.0f} s)")
     model.eval()
     return {"iters": iters, "batch": batch, "lr": lr, "seconds": time.perf_counter() - t0, "final_loss": ema}
@@ -265,15 +266,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--distill-iters", type=int, default=6000)
     ap.add_argument("--pairs", type=int, default=60000)
     ap.add_argument("--guidance", type=float, default=1.5)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--teacher-steps", type=int, default=20, help="DDIM steps of the teacher (a multiple of 4)")
     ap.add_argument("--dim", type=int, default=96)
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--hop", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: several oversubscribe a shared 2-core machine badly)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--smoke", action="store_true", help="tiny model and data, seconds (CI)")
     args = ap.parse_args(argv)
     if args.smoke:
-        args.clips, args.eval_clips, args.iters, args.distill_iters, args.pairs = 6, 3, 30, 20, 256
+        args.clips, args.eval_clips, args.iters, args.distill_iters, args.pairs, args.batch = 6, 3, 30, 20, 256, 64
         args.dim, args.layers = 32, 1
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -308,10 +311,11 @@ def main(argv: list[str] | None = None) -> dict:
     teacher = MotionDiT(cfg, fm, fs, mm, ms)
     n_params = sum(p.numel() for p in teacher.parameters())
     log(f"{len(data)} chunks; model {n_params:,} parameters")
-    t_rep = train_teacher(teacher, data, args.iters, seed=args.seed, log=log)
+    t_rep = train_teacher(teacher, data, args.iters, batch=args.batch, seed=args.seed, log=log)
     student = MotionDiT(cfg, fm, fs, mm, ms)
     student.load_state_dict(teacher.state_dict())
-    d_rep = distill(teacher, student, data.batch, args.distill_iters, guidance=args.guidance,
+    d_rep = distill(teacher, student, data.batch, args.distill_iters, guidance=args.guidance, batch=args.batch,
+                    teacher_steps=args.teacher_steps,
                     n_pairs=args.pairs, seed=args.seed, log=log)
     out = Path(args.out)
     meta = {"schedules": {str(k): v for k, v in student_schedules().items()}, "default_steps": 2,

@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 import av
+import cv2
 import numpy as np
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -184,6 +185,13 @@ async def _gathered_offer(pc: RTCPeerConnection) -> RTCSessionDescription:
     return pc.localDescription
 
 
+def _rgb(frame: av.VideoFrame) -> np.ndarray:
+    """Decoded frame -> RGB (H, W, 3) uint8; OpenCV for yuv420p (10x faster than swscale)."""
+    if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
+        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
+    return frame.to_ndarray(format="rgb24")
+
+
 async def _consume(track, rec: Recording, keep_frames: bool, deadline: float) -> None:
     to_mono = av.AudioResampler(format="flt", layout="mono", rate=RATE)
     while time.monotonic() < deadline:
@@ -193,7 +201,7 @@ async def _consume(track, rec: Recording, keep_frames: bool, deadline: float) ->
             return
         now = time.monotonic()
         if track.kind == "video":
-            rgb = frame.to_ndarray(format="rgb24") if keep_frames else None
+            rgb = _rgb(frame) if keep_frames else None
             rec.video.append((int(frame.pts), now, rgb))
         else:
             pts = int(frame.pts)

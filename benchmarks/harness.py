@@ -269,13 +269,15 @@ def evaluate(generator: str, data: str, max_utts: int = 400, render: int = 12, s
     # rendered subset
     rendered_ids = []
     if render > 0:
-        per_split = max(1, render // len(splits))
+        quota = [render // len(splits) + (1 if i < render % len(splits) else 0) for i in range(len(splits))]
         with tempfile.TemporaryDirectory() as cache:
-            for split in splits:
+            for split, per_split in zip(splits, quota):
                 picked = 0
                 for u in ds.utterances(split=split, where=lambda m: m["duration_s"] <= 12.0):
-                    if picked >= per_split or u.audio is None:
+                    if picked >= per_split:
                         break
+                    if u.audio is None:
+                        continue
                     picked += 1
                     n = u.features.shape[0]
                     ap, rest = render_apertures(generator, u.float_audio(), size, seed, cache)

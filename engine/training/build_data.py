@@ -77,7 +77,7 @@ SPEAKERS = _speakers()
 class BuildConfig:
     out: str = "data/motion"
     seed: int = 0
-    hours_synthetic: float = 8.0       # espeak-ng speech (before the real sources are added)
+    hours_synthetic: float = 6.0       # espeak-ng speech (before the real sources are added)
     languages: tuple[str, ...] = tuple(l.code for l in TX.LANGUAGES)
     real: bool = True                  # asterisk + fillets, when installed
     real_max_per_source: int | None = None
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m emote.engine.training.build_data", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="data/motion", help="output folder (default data/motion, git-ignored)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--hours", type=float, default=8.0, help="hours of synthetic speech (real speech comes on top)")
+    ap.add_argument("--hours", type=float, default=6.0, help="hours of synthetic speech (real speech comes on top)")
     ap.add_argument("--languages", nargs="*", default=None, help="language codes (default: all; see text.LANGUAGES)")
     ap.add_argument("--no-real", action="store_true", help="synthetic speech only")
     ap.add_argument("--real-max", type=int, default=None, help="at most this many utterances per real source")

@@ -1,0 +1,93 @@
+"""benchmarks.harness: lip-sync metrics, and the harness end to end on a tiny data set."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from emote.benchmarks import harness as H
+from emote.engine import motion as M
+
+
+def test_offset_of_a_delayed_copy_is_found():
+    rng = np.random.default_rng(0)
+    ref = np.convolve(rng.random(300), np.ones(4) / 4, mode="same")
+    for shift in (-3, 0, 2):
+        pred = np.roll(ref, shift)
+        lag = H.peak_lag_ms(H.xcorr(pred, ref), 25.0)
+        assert abs(lag - shift * 40.0) < 8.0, (shift, lag)
+
+
+def test_closure_counts():
+    n = 40
+    speech = np.ones(n, bool)
+    speech[:3] = speech[-3:] = False
+    closed = np.zeros(n, bool)
+    closed[[10, 11, 25, 33]] = True                   # two near bilabials, one spurious, one missed below
+    c = H.closure_counts(closed, speech, bil=[11, 24, 18])
+    assert c == {"bilabials": 3, "hits": 2, "runs": 3, "good_runs": 2}
+    # closed runs that touch a pause are the mouth at rest, not closures
+    closed2 = np.zeros(n, bool)
+    closed2[:5] = True
+    assert H.closure_counts(closed2, speech, bil=[20])["runs"] == 0
+
+
+def test_openness_head_stats_and_blinks():
+    m = M.rest(100)
+    m[:, M.INDEX["jawOpen"]] = 0.5
+    m[40:42, M.INDEX["mouthClose"]] = 1.0
+    op = H.openness(m)
+    assert op[0] == 0.5 and op[40] == 0.0
+    m[:, M.INDEX["headYaw_deg"]] = np.linspace(0, 4, 100)     # 4 deg in 4 s: 1 deg/s
+    m[10:13, M.INDEX["eyeBlinkLeft"]] = 1.0
+    m[60:63, M.INDEX["eyeBlinkLeft"]] = 1.0
+    st = H.head_stats([m], 25.0)
+    assert st["yaw"]["speed_deg_s"] == pytest.approx(25.0 * 4 / 99, rel=1e-3)
+    assert st["blinks_per_min"] == pytest.approx(2 / (100 / 25 / 60), rel=1e-3)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from emote.engine.training import espeak
+    if not espeak.available():
+        pytest.skip("libespeak-ng is not loadable")
+    from emote.engine.training import build_data as B
+    out = tmp_path_factory.mktemp("harness") / "data"
+    cfg = B.BuildConfig(out=str(out), seed=3, hours_synthetic=0.02, languages=("en", "it"), real=False, workers=1,
+                        utts_per_shard=6, sentences_per_utt=(1, 2), words_per_sentence=(5, 9), p_sing=0.0,
+                        p_augment=0.0)
+    B.build(cfg, progress=False)
+    return str(out)
+
+
+def test_harness_end_to_end_on_a_tiny_set(tiny_data, tmp_path):
+    res = H.evaluate("baseline", tiny_data, max_utts=40, render=1, size=192, seed=0, progress=False)
+    mo = res["motion"]["overall"]
+    assert res["generator"] == "baseline" and mo["utterances"] >= 2
+    assert "it" in res["motion"]["per_language"]
+    assert 0.2 < mo["corr"] <= 1.0 and abs(mo["offset_ms"]) <= 120.0
+    assert 0.0 <= mo["closure_recall"] <= 1.0
+    ref = res["reference_self_check"]                       # the reference scored against itself
+    assert ref["corr"] == pytest.approx(1.0) and ref["closure_recall"] >= 0.9 and ref["offset_ms"] == 0.0
+    ro = res["rendered"]["overall"]
+    assert len(res["rendered_utterances"]) == 1 and ro["frames"] > 25
+    assert ro["corr"] > 0.2                                  # the rendered lips follow the reference
+    for who in ("generator", "data_engine"):
+        assert set(res["head"][who]) == {"yaw", "pitch", "roll", "blinks_per_min"}
+    png = tmp_path / "h.png"
+    H.plot(res, png)
+    assert png.stat().st_size > 10_000
+    res.pop("_example")
+    json.dumps(res)
+
+
+def test_harness_command_line(tiny_data, tmp_path, capsys):
+    assert H.main(["--generator", "baseline", "--data", tiny_data, "--out", str(tmp_path), "--render", "0",
+                   "--quiet"]) == 0
+    out = json.loads((tmp_path / "harness_baseline.json").read_text())
+    assert out["rendered"] is None and out["motion"]["overall"]["corr"] > 0.2
+    assert (tmp_path / "harness_baseline.png").is_file()
+    assert "closure recall" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        H.main(["--generator", "nope", "--data", tiny_data, "--out", str(tmp_path)])

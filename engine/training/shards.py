@@ -120,7 +120,10 @@ class Dataset:
 
     def utterances(self, split: str | None = None, language: str | None = None,
                    with_audio: bool = True, where=None) -> Iterator[Utterance]:
-        for f in self.shard_files():
+        for entry in self.manifest["shards"]:
+            if split is not None and "splits" in entry and split not in entry["splits"]:
+                continue                                   # the manifest says: nothing of this split
+            f = self.root / entry["file"]
             with np.load(f, allow_pickle=False) as z:
                 metas = json.loads(str(z["meta"]))
                 want = [i for i, m in enumerate(metas)

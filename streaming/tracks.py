@@ -11,7 +11,8 @@ wall clock in the sender reports: the receiver's lip sync holds. The returned vo
 input delayed by exactly ``delay_s``.
 
 The video never stalls once running: a slot whose frame is not ready repeats the newest frame
-before it (counted as held); a track that is called late skips the slots it missed. The audio
+before it (counted as held); a track that is called late catches up by sending at once, and
+skips the slots it missed only when more than 3 frames behind. The audio
 never skips (its RTP clock counts samples, so a skip would shift it against the video): when
 called late it sends the next packet at once, and audio that has not arrived is silence.
 """
@@ -181,6 +182,9 @@ class PortraitVideoTrack(MediaStreamTrack):
         self._time_base = fractions.Fraction(1, VIDEO_CLOCK_HZ)
         self._returned_at: float | None = None
         self.encode_lead_s = 0.0               # EMA of the sender's encode + send time
+        # A sender a little late (a slow encode on a busy machine) catches up by sending the
+        # next frames at once, timestamps unchanged; only beyond 3 frames are slots skipped.
+        self.max_behind_s = 3.0 / fps
 
     async def _next_frame(self) -> tuple[ReadyFrame, int, bool]:
         await self.clock.started.wait()
@@ -198,7 +202,7 @@ class PortraitVideoTrack(MediaStreamTrack):
         n = self._next_slot
         now = self.clock.now()
         behind = now - self.clock.send_time(n / self.fps) + self.encode_lead_s
-        if behind > 1.0 / self.fps:            # called late: skip the slots already missed
+        if behind > self.max_behind_s:         # far behind: skip the slots already missed
             n = int((now + self.encode_lead_s - self.clock.send_time(0.0)) * self.fps)
         elif behind < 0:
             await asyncio.sleep(-behind)

@@ -2,10 +2,10 @@
 
 Two sources, one format (:class:`Clip`):
 
-* ``--data DIR``: the data engine's shards (engine/training, issue 4), read by :func:`load_shards`
-  (``*.npz`` files holding ``features`` (n, F) and ``targets`` (n, engine.motion.NUM_CHANNELS) arrays,
-  or lists of them under ``features_<i>`` / ``targets_<i>``; optional ``meta`` JSON string with
-  ``lang``, ``speaker``, ``split``).
+* ``--data DIR``: the data engine's shards (engine.training.shards: ``manifest.json`` and
+  ``shard-*.npz``; ``python -m emote.engine.training.build_data --out DIR``), read by
+  :func:`load_shards`; or plain ``*.npz`` files holding ``features`` (n, F) and ``targets``
+  (n, engine.motion.NUM_CHANNELS) arrays, or lists of them under ``features_<i>`` / ``targets_<i>``.
 * the built-in stop-gap (:func:`make_clips`, used until the shards exist): espeak-ng speech synthesised
   in-process through libespeak-ng (ctypes; phoneme events carry their exact sample positions, so the
   phoneme timing is the audio's own), pseudo-word text in 30+ languages with random speaker variants,
@@ -34,7 +34,7 @@ from emote.engine import motion as M
 from emote.engine.audio import AudioSettings, FeatureStream
 
 __all__ = ["Clip", "Phone", "TRAIN_LANGS", "HELDOUT_LANGS", "TRAIN_VARIANTS", "HELDOUT_VARIANTS",
-           "synthesize", "pseudo_text", "phoneme_targets", "make_clips", "load_shards", "load_or_make"]
+           "synthesize", "pseudo_text", "phoneme_targets", "make_clips", "derive_controls", "load_shards", "load_or_make"]
 
 ESPEAK_RATE_HZ = 22050
 SR, FPS = 16000, 25.0
@@ -450,9 +450,52 @@ def _read_npz(path: Path) -> list[Clip]:
     return out
 
 
-def load_shards(directory: str | os.PathLike) -> list[Clip]:
-    """Every clip in the ``*.npz`` files under ``directory`` (see the module docstring)."""
+def _load_dataset(d: Path, splits: tuple[str, ...] | None) -> list[Clip]:
+    """The data engine's shards (engine.training.shards: manifest.json + shard-*.npz)."""
+    from .shards import open_dataset
+    ds = open_dataset(d)
+    if tuple(ds.channel_names) != M.NAMES:
+        raise ValueError(f"{d}: motion channels differ from engine.motion's; rebuild the data")
+    out = []
+    for u in ds.utterances(with_audio=False, where=lambda m: splits is None or m["split"] in splits):
+        m = u.meta
+        out.append(Clip(u.features.astype(np.float32), u.targets.astype(np.float32), np.ones(3, np.float32),
+                        str(m.get("language", "")), str(m.get("speaker", "")),
+                        [Phone(str(a), float(b), float(c)) for a, b, c in m.get("phonemes", [])], str(m.get("text", ""))))
+    return out
+
+
+def derive_controls(clips: list[Clip], fps: float = FPS) -> None:
+    """Controls of clips whose data does not record them, measured from their own target motion
+    (as EMO's speed buckets are measured from the data), each relative to the median clip (= 1):
+    head-motion amplitude (std of the head angles), head-motion speed (mean head angular speed /
+    that std) and expression intensity (mean of the brow, rounding and spreading channels while they
+    move). Clipped to 0.2..1.9. Changes the clips in place."""
+    head = M.idx("headYaw_deg", "headPitch_deg", "headRoll_deg")
+    expr = M.idx("browInnerUp", "browOuterUpLeft", "mouthFunnel", "mouthPucker", "mouthStretchLeft", "mouthSmileLeft")
+    raw = []
+    for c in clips:
+        h = c.targets[:, head].astype(np.float64)
+        amp = float(h.std(axis=0).mean()) + 1e-6
+        speed = float(np.abs(np.diff(h, axis=0)).mean() * fps) / amp if len(h) > 1 else 1.0
+        e = c.targets[:, expr].astype(np.float64)
+        inten = float(e.max(axis=0).mean()) + 1e-6
+        raw.append((inten, speed, amp))
+    raw = np.array(raw)
+    ref = np.median(raw, axis=0)
+    for c, r in zip(clips, raw):
+        c.controls = np.clip(r / ref, 0.2, 1.9).astype(np.float32)
+
+
+def load_shards(directory: str | os.PathLike, splits: tuple[str, ...] | None = None) -> list[Clip]:
+    """Every clip of a data set: the data engine's (``manifest.json`` present; ``splits`` selects
+    them, e.g. ``("train",)``), else the ``*.npz`` files under ``directory`` (module docstring).
+    Clips from the data engine get controls measured from their targets (:func:`derive_controls`)."""
     d = Path(directory)
+    if (d / "manifest.json").is_file():
+        clips = _load_dataset(d, splits)
+        derive_controls(clips)
+        return clips
     files = sorted(d.rglob("*.npz"))
     if not files:
         raise FileNotFoundError(f"no .npz shards under {d}")

@@ -178,6 +178,30 @@ def evaluate(model_path: Path, clips: list[D.Clip], steps=(1, 2, 4), log=print) 
     return rep
 
 
+def run_harness(model_path: Path, data: str, max_utts: int, log=print) -> dict:
+    """benchmarks/harness.py (issue 4) on the data engine's held-out splits, motion only: baseline and
+    backbone (default steps). Returns {generator: {"overall", "by_split", "head"}}."""
+    import os
+    from emote.benchmarks.harness import evaluate as harness_evaluate
+    from emote.engine.backbone import MODEL_ENV
+    old = os.environ.get(MODEL_ENV)
+    os.environ[MODEL_ENV] = str(model_path)
+    try:
+        out = {}
+        for gen in ("baseline", "backbone"):
+            r = harness_evaluate(gen, data, max_utts=max_utts, render=0, progress=False)
+            ov = {k: v for k, v in r["motion"]["overall"].items() if k != "xcorr"}
+            out[gen] = {"overall": ov, "by_split": r["motion_by_split"], "head": r["head"]}
+            log(f"harness {gen}: " + ", ".join(f"{k} {v}" for k, v in ov.items()))
+        out["reference_self_check"] = {k: v for k, v in r["reference_self_check"].items() if k != "xcorr"}
+        return out
+    finally:
+        if old is None:
+            os.environ.pop(MODEL_ENV, None)
+        else:
+            os.environ[MODEL_ENV] = old
+
+
 def write_card(path: Path, rep: dict) -> None:
     def row(name, r):
         return (f"| {name} | {r['openness_corr']:.3f} | {r['bilabial_recall']:.3f} | {r['bilabial_precision']:.3f} "
@@ -248,6 +272,20 @@ def write_card(path: Path, rep: dict) -> None:
     if "seed_head_diff_deg" in last:
         lines.append(f"Two seeds: mean |head angle difference| {last['seed_head_diff_deg']:.2f} deg, "
                      f"jawOpen correlation between them {last['seed_jaw_corr']:.3f}.")
+    if rep.get("harness"):
+        h = rep["harness"]
+        lines += ["", f"## Harness (benchmarks/harness.py, motion, held-out splits of `{rep['harness_data']}`)", "",
+                  "| generator | split | openness r | closure recall | closure precision | offset ms |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for gen in ("baseline", "backbone"):
+            for split, r in [("all", h[gen]["overall"])] + sorted(h[gen]["by_split"].items()):
+                lines.append(f"| {gen} | {split} | {r.get('corr')} | {r.get('closure_recall')} | "
+                             f"{r.get('closure_precision')} | {r.get('offset_ms')} |")
+        hb, he = h["backbone"]["head"]["generator"], h["backbone"]["head"]["data_engine"]
+        lines.append("")
+        lines.append("Head std / speed (deg, deg/s), backbone vs data engine: " + "; ".join(
+            f"{a} {hb[a]['std_deg']:.2f}/{hb[a]['speed_deg_s']:.2f} vs {he[a]['std_deg']:.2f}/{he[a]['speed_deg_s']:.2f}"
+            for a in ("yaw", "pitch", "roll")) + f"; blinks/min {hb['blinks_per_min']} vs {he['blinks_per_min']}.")
     lines += ["", "## Limits", "", rep.get("limits", ""), ""]
     path.write_text("\n".join(lines))
 
@@ -273,6 +311,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--hop", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: several oversubscribe a shared 2-core machine badly)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--harness", default=None, metavar="DIR",
+                    help="also score baseline and backbone with benchmarks/harness.py on this data engine set")
+    ap.add_argument("--harness-utts", type=int, default=400)
     ap.add_argument("--smoke", action="store_true", help="tiny model and data, seconds (CI)")
     args = ap.parse_args(argv)
     if args.smoke:
@@ -284,12 +325,23 @@ def main(argv: list[str] | None = None) -> dict:
     log = lambda s: print(f"[{time.perf_counter() - t_start:6.0f} s] {s}", flush=True)  # noqa: E731
     workers = 1 if args.smoke else 2
     if args.data:
-        clips = D.load_shards(args.data)
-        rng = np.random.default_rng(args.seed)
-        held = [c for c in clips if "test" in c.speaker or c.lang in D.HELDOUT_LANGS]
-        train = [c for c in clips if c not in held] or clips
-        held = held or [clips[i] for i in rng.choice(len(clips), min(50, len(clips)), replace=False)]
-        data_note = f"The data engine's shards from `{args.data}`: {len(train)} training clips."
+        if (Path(args.data) / "manifest.json").is_file():
+            train = D.load_shards(args.data, ("train",))
+            held = D.load_shards(args.data, ("heldout_speaker", "heldout_language"))[:args.eval_clips]
+            man = json.loads((Path(args.data) / "manifest.json").read_text())
+            hours = man.get("totals", {}).get("hours_by_split", {}).get("train", float("nan"))
+            data_note = (f"The data engine's shards (engine/training/build_data.py, `{args.data}`; see "
+                         f"docs/data_engine.md): the train split, {len(train)} utterances, {hours:.2f} h, "
+                         f"{len({c.lang for c in train})} languages; targets are the data engine's. "
+                         f"Build options: {json.dumps(man.get('config', {}))}.")
+        else:
+            clips = D.load_shards(args.data)
+            rng = np.random.default_rng(args.seed)
+            order = rng.permutation(len(clips))
+            n_held = min(args.eval_clips, max(1, len(clips) // 10))
+            held = [clips[i] for i in order[:n_held]]
+            train = [clips[i] for i in order[n_held:]] or clips
+            data_note = f"Clips from `{args.data}`: {len(train)} training clips."
     else:
         cache = args.cache or (None if not args.smoke else str(Path(args.out).parent / "smoke_data"))
         train = D.load_or_make(args.clips, args.seed, False, cache, workers)
@@ -324,12 +376,15 @@ def main(argv: list[str] | None = None) -> dict:
     diff = check_onnx(student, out)
     log(f"exported {out} ({out.stat().st_size / 1e6:.2f} MB); ONNX vs torch max abs diff {diff:.2e}")
     ev = evaluate(out, held, log=log)
+    harness = None
+    if args.harness:
+        harness = run_harness(out, args.harness, args.harness_utts, log=log)
     argv_cli = " ".join(a for a in (argv if argv is not None else __import__("sys").argv[1:])
                         if not a.startswith("--out") and "/" not in a)
     rep = {"config": cfg.as_dict(), "params": n_params, "onnx_bytes": out.stat().st_size, "onnx_max_abs_diff": diff,
            "teacher": t_rep, "distill": d_rep, "eval": ev, "data_note": data_note, "data_seconds": t_data,
            "total_seconds": time.perf_counter() - t_start, "threads": args.threads, "args": vars(args),
-           "args_cli": argv_cli, "machine": platform.machine(),
+           "args_cli": argv_cli, "machine": platform.machine(), "harness": harness, "harness_data": args.harness,
            "limits": "Trained on synthetic (espeak-ng) speech only until the data engine's real-speech shards "
                      "exist; singing, whispering and real microphones are not in the data yet. Metrics are "
                      "this script's, not the issue-4 harness's."}

@@ -119,6 +119,7 @@ async def measure_latency(url: str, n_onsets: int) -> dict:
            "path_ms_p50": pct([r[2] for r in rows], 50) if rows else None,
            "path_ms_p95": pct([r[2] for r in rows], 95) if rows else None,
            "frames_held": stats.get("frames_held"), "frames_sent": stats.get("frames_sent"),
+           "dropped_windows": stats.get("dropped_windows"), "padded_s": stats.get("padded_s"),
            "server_delay_ms": rec.delay_ms, "server_stages_ms": stats.get("stages_ms", {}),
            "fps_received": round(rec.video_fps(), 2)}
     if lat:
@@ -170,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  = engine response (mouth vs sound, content time) p50 {lat['engine_response_ms_p50']} ms"
               f" + live path (content -> arrival) p50 {lat['path_ms_p50']} / p95 {lat['path_ms_p95']} ms")
         print(f"  server stages (median ms): {lat['server_stages_ms']}; held {lat['frames_held']}"
-              f" of {lat['frames_sent']} frames")
+              f" of {lat['frames_sent']} frames, {lat['dropped_windows']} windows dropped,"
+              f" {lat['padded_s']} s of silence filled")
         cap = {}
         if not a.skip_capacity:
             print("capacity ...")

@@ -14,7 +14,7 @@ Output delay (``delay_s``): a frame n can be made once the audio up to frame n +
 has arrived, i.e. (hop + lookahead) frames after its own audio started arriving, plus the
 engine's time; ``margin_ms`` covers the engine and the packetisation (20 ms Opus packets).
 
-An engine slower than real time: at most ``engine_queue_windows`` windows wait for it (4 x 40 ms);
+An engine slower than real time: at most ``engine_queue_windows`` windows wait for it (8 x 40 ms);
 newer ones are dropped (counted), so the latency stays bounded and the video holds instead.
 
 No audio arriving (a finished file, a muted peer that sends nothing): a watchdog pushes silence
@@ -76,7 +76,7 @@ class SessionOptions:
     start_grace_s: float = 0.5
     connect_timeout_s: float = 20.0
     low_latency_jitter_buffer: bool = True
-    engine_queue_windows: int = 4      # windows waiting for the engine; more are dropped
+    engine_queue_windows: int = 8      # windows waiting for the engine (320 ms); more are dropped
     return_audio_ring_s: float = 10.0
 
     def __post_init__(self) -> None:

@@ -33,3 +33,15 @@ def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
     d = (a.astype(np.float64) - b.astype(np.float64)) ** 2
     mse = d[mask > 0].mean() if mask is not None else d.mean()
     return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+
+
+def min_live_fps(target: float = 24.0) -> float:
+    """The frame rate a live test may demand: `target`, or a floor of 18 fps while other processes
+    already load every core (a shared developer machine). CI runs on an idle machine: there the target holds;
+    the real numbers are measured by benchmarks/latency.py."""
+    import os
+
+    busy = os.getloadavg()[0] >= (os.cpu_count() or 1) + 0.5
+    if busy:
+        print(f"machine busy (load {os.getloadavg()[0]:.1f}): demanding 18 fps instead of {target}")
+    return 18.0 if busy else target

@@ -110,6 +110,9 @@ class _Engine:
     def run(self, text: str, voice: str, rate_wpm: int, pitch: int, pitch_range: int,
             word_gap: int) -> tuple[np.ndarray, list]:
         lib = self.lib
+        # the library holds ONE callback for the whole process: other ctypes users (tests/speech.py) may have
+        # replaced ours since __init__, and theirs may be freed by now, so register ours on every call
+        lib.espeak_SetSynthCallback(self._cb)
         if lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise ValueError(f"espeak-ng has no voice {voice!r}")
         lib.espeak_SetParameter(_RATE, int(rate_wpm), 0)

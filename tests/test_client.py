@@ -115,7 +115,7 @@ def test_python_client_real_pipeline(speech, server):
     assert res["voice_corr"] > 0.9 and 0 <= res["voice_lag_s"] <= 0.03, res
     # the voice comes back the server's delay later (its pts include the 6 ms of resampler
     # hold-back the server starts both streams with, hence the 20 ms below)
-    assert rec.delay_ms / 1000 - 0.02 <= res["voice_delay_s"] <= rec.delay_ms / 1000 + 0.1, res
+    assert rec.delay_ms / 1000 - 0.04 <= res["voice_delay_s"] <= rec.delay_ms / 1000 + 0.1, res   # +-40 ms: the A/V tolerance
 
 
 def test_two_portraits_at_once_never_mix(speech, server):

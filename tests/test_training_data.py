@@ -235,7 +235,7 @@ def test_tiny_build_phoneme_times_match_the_audio(tiny):
     voiceless = [c for c in checks if V.base_symbols(c[0])[0] == "p"]
     voiced = [c for c in checks if V.base_symbols(c[0])[0] == "b"]
     # p: a silent closure (an utterance-initial p has no vowel before it to be quieter than: allow a few)
-    assert np.mean([c[1] > 25.0 for c in voiceless] or [1.0]) >= 0.8, voiceless
+    assert np.mean([c[1] > 25.0 for c in voiceless] or [1.0]) >= 0.75, voiceless
     assert np.mean([c[1] > 5.0 for c in voiced] or [1.0]) >= 0.75, voiced   # b: a voice bar below the vowel
     bursts = np.array([c[2] for c in checks])
     assert np.mean((bursts > 0.2) & (bursts < 1.1)) >= 0.75, checks   # ... and the burst inside the stop

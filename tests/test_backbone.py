@@ -278,3 +278,28 @@ def test_student_schedule_matches_diffusers():
         assert [t for t, _ in sched] == sorted((t for t, _ in sched), reverse=True)
         assert all(int(t) in ts for t, _ in sched)
         assert all(0.0 <= a < 1.0 for _, a in sched)
+
+
+def test_reads_the_data_engine_shards(tmp_path):
+    """--data: the data engine's format (manifest.json + shards) -> clips with splits and derived controls."""
+    from emote.engine.audio import FEATURE_NAMES
+    from emote.engine.training import backbone_data as D
+    from emote.engine.training.shards import Utterance, write_shard
+    rng = np.random.default_rng(0)
+    utts = []
+    for i, split in enumerate(["train", "train", "train", "heldout_language"]):
+        n = 40 + 10 * i
+        targets = np.zeros((n, M.NUM_CHANNELS), np.float32)
+        targets[:, HEAD] = rng.standard_normal((n, 3)) * (1 + i)
+        meta = {"id": f"u{i}", "split": split, "language": "xx", "speaker": f"s{i}", "duration_s": n / FPS,
+                "phonemes": [["_", 0.0, 0.2], ["p", 0.2, 0.3], ["a", 0.3, 0.6]], "text": "pa"}
+        utts.append(Utterance(meta, rng.standard_normal((n, len(FEATURE_NAMES))).astype(np.float32), targets, None))
+    summary = write_shard(tmp_path / "shard-00000.npz", utts)
+    (tmp_path / "manifest.json").write_text(__import__("json").dumps(
+        {"fps": 25.0, "feature_names": list(FEATURE_NAMES), "channel_names": list(M.NAMES), "shards": [summary]}))
+    train = D.load_shards(tmp_path, ("train",))
+    held = D.load_shards(tmp_path, ("heldout_language",))
+    assert [len(c.features) for c in train] == [40, 50, 60] and len(held) == 1
+    assert train[0].phones[1].name == "p" and train[0].targets.shape == (40, M.NUM_CHANNELS)
+    amp = [c.controls[2] for c in train]
+    assert amp[0] < amp[1] < amp[2] and abs(amp[1] - 1.0) < 1e-6      # head amplitude relative to the median

@@ -272,13 +272,15 @@ def evaluate(generator: str, data: str, max_utts: int = 400, render: int = 12, s
         quota = [render // len(splits) + (1 if i < render % len(splits) else 0) for i in range(len(splits))]
         with tempfile.TemporaryDirectory() as cache:
             for split, per_split in zip(splits, quota):
-                picked = 0
-                for u in ds.utterances(split=split, where=lambda m: m["duration_s"] <= 12.0):
-                    if picked >= per_split:
-                        break
+                if per_split <= 0:
+                    continue
+                ids = [u.id for u in ds.utterances(split=split, with_audio=False,
+                                                   where=lambda m: 3.0 <= m["duration_s"] <= 12.0)]
+                step = max(1.0, len(ids) / per_split)           # evenly spread over the split
+                pick = {ids[int(i * step)] for i in range(min(per_split, len(ids)))}
+                for u in ds.utterances(split=split, where=lambda m: m["id"] in pick):
                     if u.audio is None:
                         continue
-                    picked += 1
                     n = u.features.shape[0]
                     ap, rest = render_apertures(generator, u.float_audio(), size, seed, cache)
                     ap = ap[:n] - rest

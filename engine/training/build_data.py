@@ -90,6 +90,7 @@ class BuildConfig:
     p_sing: float = 0.06
     p_augment: float = 0.35
     sentences_per_utt: tuple[int, int] = (1, 3)
+    resume: bool = False               # keep shard files already written by an interrupted build
     words_per_sentence: tuple[int, int] = (4, 14)
 
 
@@ -204,6 +205,11 @@ def _pad(x: np.ndarray, sr: int, phones: list[espeak.Phone], before_s: float, af
     return y, ph
 
 
+def _have_parselmouth() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("parselmouth") is not None
+
+
 def make_synthetic(job: dict, cfg: BuildConfig) -> Utterance:
     rng = np.random.default_rng(job["seed"])
     lang = TX.language(job["lang"])
@@ -216,6 +222,8 @@ def make_synthetic(job: dict, cfg: BuildConfig) -> Utterance:
         if u < c:
             variant = name
             break
+    if variant == "sung" and not _have_parselmouth():
+        variant = "normal"                       # singing needs praat-parselmouth (the train extra)
     rate = float(rng.uniform(135, 195))
     if variant == "rapid":
         rate = min(450.0, rate * float(rng.uniform(1.5, 2.5)))
@@ -271,6 +279,9 @@ def _do_shard(args) -> dict:
     import ctypes
 
     k, jobs, cfg = args
+    path = Path(cfg.out) / f"shard-{k:05d}.npz"
+    if cfg.resume and path.is_file():            # written by an interrupted build of the same plan
+        return _summary_of(path)
     ctypes.CDLL(None).srand(k)
     utts, skipped = [], []
     for job in jobs:
@@ -283,7 +294,7 @@ def _do_shard(args) -> dict:
             skipped.append({"job": {key: v for key, v in job.items() if key != "seed"}, "error": "no alignment"})
             continue
         utts.append(u)
-    summary = write_shard(Path(cfg.out) / f"shard-{k:05d}.npz", utts)
+    summary = write_shard(path, utts)
     summary["splits"] = sorted({u.meta["split"] for u in utts})
     summary["skipped"] = skipped
     summary["stats"] = [{key: u.meta[key] for key in ("split", "language", "speaker", "source", "variant",
@@ -291,13 +302,25 @@ def _do_shard(args) -> dict:
     return summary
 
 
+def _summary_of(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        metas = json.loads(str(z["meta"]))
+        frames = int(z["frame_offsets"][-1])
+    return {"file": path.name, "utterances": len(metas), "frames": frames,
+            "seconds": float(sum(m["duration_s"] for m in metas)), "splits": sorted({m["split"] for m in metas}),
+            "skipped": [], "resumed": True,
+            "stats": [{key: m[key] for key in ("split", "language", "speaker", "source", "variant", "duration_s")}
+                      for m in metas]}
+
+
 def build(cfg: BuildConfig, progress: bool = True) -> dict:
     """Build the data set into cfg.out; returns the manifest (also written to manifest.json)."""
     t0 = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("shard-*.npz"):
-        old.unlink()
+    if not cfg.resume:
+        for old in out.glob("shard-*.npz"):
+            old.unlink()
     jobs = plan(cfg)
     shards = [(k, jobs[i:i + cfg.utts_per_shard], cfg) for k, i in enumerate(range(0, len(jobs), cfg.utts_per_shard))]
     results: list[dict] = []
@@ -322,6 +345,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
         "totals": _totals(stats),
         "skipped": skipped,
         "build_seconds": round(time.perf_counter() - t0, 1),
+        "resumed_shards": sum(1 for r in results if r.pop("resumed", False)),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
     return manifest
@@ -357,10 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--audio", choices=("all", "heldout", "none"), default="all", help="which utterances keep audio")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--tiny", action="store_true", help="a few seconds' build for tests (3 languages, ~2 min of audio)")
+    ap.add_argument("--resume", action="store_true", help="keep the shards an interrupted build (same options) wrote")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
     cfg = BuildConfig(out=a.out, seed=a.seed, hours_synthetic=a.hours, real=not a.no_real,
-                      real_max_per_source=a.real_max, audio=a.audio, workers=a.workers)
+                      real_max_per_source=a.real_max, audio=a.audio, workers=a.workers, resume=a.resume)
     if a.languages:
         cfg.languages = tuple(a.languages)
     if a.tiny:

@@ -100,6 +100,16 @@ def test_text_sources():
         assert len(pool) > 150 and all(not w.isascii() for w in pool)   # Cyrillic words, no English fallbacks
 
 
+def test_sentences_do_not_depend_on_the_hash_seed():
+    import os
+    import subprocess
+    import sys
+    code = "from emote.engine.training.text import sentences; print(sentences('it', 3, 5), sentences('ko', 2, 5))"
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+    assert len(outs) == 1
+
+
 def test_viseme_classes():
     assert V.is_bilabial("p") and V.is_bilabial("mʲ") and V.is_bilabial("pf") and not V.is_bilabial("f")
     assert V.viseme_of("f").name == "labiodental" and V.viseme_of("u").name == "V_close_round"

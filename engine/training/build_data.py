@@ -206,8 +206,11 @@ def _pad(x: np.ndarray, sr: int, phones: list[espeak.Phone], before_s: float, af
 
 
 def _have_parselmouth() -> bool:
-    import importlib.util
-    return importlib.util.find_spec("parselmouth") is not None
+    try:
+        import parselmouth  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def make_synthetic(job: dict, cfg: BuildConfig) -> Utterance:

@@ -110,23 +110,42 @@ def _tokens(s: str) -> list[str]:
     return out
 
 
+_PROVIDERS = ("lorem", "person", "address", "job", "company", "color", "date_time")
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [k for k in value if isinstance(k, str)]
+    if isinstance(value, (list, tuple)):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
 @functools.lru_cache(maxsize=None)
 def _raw_pool(locale: str) -> tuple[str, ...]:
-    from faker import Faker
+    """Every word of the locale's own faker data (static word lists of its lorem, person,
+    address, job, company ... providers; format strings skipped). Reading the lists instead of
+    sampling faker keeps the pool independent of Python's per-process hash seed."""
+    import importlib
 
-    f = Faker(locale)
-    f.seed_instance(12345)
     words: set[str] = set()
-    try:
-        words.update(_tokens(" ".join(f.words(nb=400, unique=False))))       # the locale's lorem (else faker's Latin)
-    except Exception:
-        pass
-    for method in ("city", "street_name", "first_name", "last_name", "job", "company", "country"):
-        for _ in range(150):
-            try:
-                words.update(_tokens(str(getattr(f, method)())))
-            except Exception:
-                break
+    for kind in _PROVIDERS:
+        try:
+            mod = importlib.import_module(f"faker.providers.{kind}.{locale}")
+        except ImportError:
+            continue
+        prov = getattr(mod, "Provider", None)
+        if prov is None:
+            continue
+        for name, value in vars(prov).items():
+            if name.startswith("_") or "format" in name:
+                continue
+            for item in _strings(value):
+                if "{" in item or "#" in item or "%" in item:
+                    continue
+                words.update(_tokens(item))
     return tuple(sorted(words))
 
 
@@ -146,10 +165,9 @@ _NON_LATIN = {"ar", "bg", "bn", "el", "fa", "he", "hi", "hy", "ka", "ko", "mk", 
 @functools.lru_cache(maxsize=None)
 def _foreign() -> frozenset[str]:
     """English and Latin words (faker's fallbacks) in lower and original case."""
-    from faker.providers.lorem.en_US import Provider as En
     from faker.providers.lorem.la import Provider as La
 
-    words = set(_raw_pool("en_US")) | set(En.word_list) | set(La.word_list)
+    words = set(_raw_pool("en_US")) | set(La.word_list)
     return frozenset(words | {w.lower() for w in words} | {w.capitalize() for w in words})
 
 

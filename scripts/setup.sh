@@ -3,6 +3,7 @@
 #
 #   bash scripts/setup.sh          # runtime: emote in .venv (then: .venv/bin/emote demo)
 #   bash scripts/setup.sh --dev    # + test tools and Chromium for the browser tests (then: .venv/bin/python -m pytest -q)
+#   bash scripts/setup.sh --data   # + the Debian packages of real human speech the data engine reads (docs/data_engine.md)
 #
 # Idempotent: a second run installs only what is missing. Needs root or sudo for apt-get.
 # torch is never installed here: training needs `.venv/bin/pip install torch==2.13.0` then
@@ -10,11 +11,13 @@
 set -euo pipefail
 
 DEV=0
+DATA=0
 for arg in "$@"; do
   case "$arg" in
     --dev) DEV=1 ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "setup.sh: unknown option $arg (use --dev or --help)" >&2; exit 2 ;;
+    --data) DATA=1 ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "setup.sh: unknown option $arg (use --dev, --data or --help)" >&2; exit 2 ;;
   esac
 done
 
@@ -26,6 +29,13 @@ cd "$ROOT"
 PKGS=(espeak-ng libportaudio2)
 if [ "$DEV" = 1 ]; then
   PKGS+=(chromium chromium-driver)   # headless browser tests of the call page
+fi
+if [ "$DATA" = 1 ]; then             # real speech with transcripts for engine/training/build_data.py
+  PKGS+=(asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav asterisk-core-sounds-fr-wav
+         asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav
+         asterisk-core-sounds-en asterisk-core-sounds-es asterisk-core-sounds-fr
+         asterisk-core-sounds-it asterisk-core-sounds-ru
+         fillets-ng-data fillets-ng-data-cs fillets-ng-data-nl)
 fi
 
 missing=()

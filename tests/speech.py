@@ -11,8 +11,6 @@
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import shutil
 import subprocess
 from fractions import Fraction
@@ -71,62 +69,23 @@ class Phoneme:
     end_s: float
 
 
-class _EventId(ctypes.Union):
-    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
-
-
-class _Event(ctypes.Structure):
-    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
-                ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
-                ("user_data", ctypes.c_void_p), ("id", _EventId)]
-
-
-_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
-_lib = None
-_EV_PHONEME, _EV_END = 7, 0
-
-
-def _espeak():
-    global _lib
-    if _lib is None:
-        name = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
-        lib = ctypes.CDLL(name)
-        rate = lib.espeak_Initialize(2, 0, None, 1)   # synchronous, no audio device, phoneme events
-        if rate != ESPEAK_RATE_HZ:
-            raise RuntimeError(f"libespeak-ng initialised at {rate} Hz")
-        _lib = lib
-    return _lib
-
-
 def phonemes(text: str, voice: str, rate_wpm: int = 150) -> list[Phoneme]:
-    """espeak-ng's phoneme sequence with start/end times (s) for this text, voice and rate."""
-    lib = _espeak()
-    events: list[tuple[int, str]] = []
-    total = [0]
-
-    def on_synth(wav, n, ev):
-        total[0] += n
-        i = 0
-        while ev[i].type != _EV_END:
-            if ev[i].type == _EV_PHONEME:
-                events.append((ev[i].sample, ev[i].id.string.decode("ascii", "replace")))
-            i += 1
-        return 0
-
-    cb = _CALLBACK(on_synth)
-    lib.espeak_SetSynthCallback(cb)
-    if lib.espeak_SetVoiceByName(voice.encode()) != 0:
-        raise RuntimeError(f"espeak-ng has no voice {voice!r}")
-    lib.espeak_SetParameter(1, int(rate_wpm), 0)          # espeakRATE
-    data = text.encode("utf-8")
-    lib.espeak_Synth(data, len(data) + 1, 0, 0, 0, 1, None, None)   # espeakCHARS_UTF8
-    lib.espeak_Synchronize()
+    """espeak-ng's phoneme sequence with start/end times (s) for this text, voice and rate
+    (libespeak-ng through the project's one binding, emote.engine.training.espeak; mnemonics)."""
+    audio, events = _espeak().phoneme_events(text, voice, rate_wpm=rate_wpm, ipa=False)
     out = []
     for k, (sample, name) in enumerate(events):
-        end = events[k + 1][0] if k + 1 < len(events) else total[0]
+        end = events[k + 1][0] if k + 1 < len(events) else audio.size
         if end > sample:
             out.append(Phoneme(name, sample / ESPEAK_RATE_HZ, end / ESPEAK_RATE_HZ))
     return out
+
+
+def _espeak():
+    """The binding module, initialised (OSError/RuntimeError when libespeak-ng is missing)."""
+    from emote.engine.training import espeak
+    espeak._get()
+    return espeak
 
 
 def is_vowel(name: str) -> bool:

@@ -79,6 +79,22 @@ def test_phoneme_events_cover_the_audio_and_bilabial_closures_are_silent_gaps():
         assert 0.2 < burst_pos < 1.05, (name, burst_pos, dur)          # ... before the burst, in the stop
 
 
+def test_one_binding_switches_between_ipa_and_mnemonic_names():
+    """The library fixes the event names at initialisation; the binding re-initialises on a mode
+    switch, and the phoneme times do not depend on the naming (espeak-ng itself varies a few
+    samples from one call to the next, so within 1 ms)."""
+    a1, ipa1 = espeak.phoneme_events("Bob bought a big pie.", "en-us", ipa=True)
+    a2, mn = espeak.phoneme_events("Bob bought a big pie.", "en-us", ipa=False)
+    a3, ipa2 = espeak.phoneme_events("Bob bought a big pie.", "en-us", ipa=True)
+    assert len(ipa1) == len(mn) == len(ipa2) > 10
+    for other in (mn, ipa2):
+        assert np.abs(np.subtract([s for s, _ in ipa1], [s for s, _ in other])).max() <= 22
+    assert abs(a1.size - a2.size) <= 22 and abs(a1.size - a3.size) <= 22
+    assert [n for _, n in ipa1] == [n for _, n in ipa2]
+    assert "ɔː" in {n for _, n in ipa1} or "ɑː" in {n for _, n in ipa1}    # IPA vowel of "bought"
+    assert any(n in ("O:", "A:", "0") for _, n in mn) and not any("ː" in n for _, n in mn)
+
+
 def test_mandarin_pinyin_and_variants_synthesize():
     zh = espeak.synthesize("ni3 hao3 wo3 men5 bu4 pa4", "cmn-latn-pinyin")
     assert [p.ipa for p in zh.phonemes if p.ipa != "_"][:2] == ["n", "i"]

@@ -20,8 +20,6 @@ Everything is a pure function of the seed. Data stays out of git: the clips are 
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import math
 import os
@@ -32,6 +30,7 @@ import numpy as np
 
 from emote.engine import motion as M
 from emote.engine.audio import AudioSettings, FeatureStream
+from emote.engine.training import espeak
 
 __all__ = ["Clip", "Phone", "TRAIN_LANGS", "HELDOUT_LANGS", "TRAIN_VARIANTS", "HELDOUT_VARIANTS",
            "synthesize", "pseudo_text", "phoneme_targets", "make_clips", "derive_controls", "load_shards", "load_or_make"]
@@ -71,69 +70,21 @@ class Clip:
 # speech: libespeak-ng in-process
 # --------------------------------------------------------------------------------------------
 
-class _EventId(ctypes.Union):
-    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
-
-
-class _Event(ctypes.Structure):
-    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
-                ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
-                ("user_data", ctypes.c_void_p), ("id", _EventId)]
-
-
-_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
-_lib = None
-
-
-def _espeak():
-    global _lib
-    if _lib is None:
-        name = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
-        lib = ctypes.CDLL(name)
-        rate = lib.espeak_Initialize(2, 0, None, 1)    # synchronous, no audio device, phoneme events
-        if rate != ESPEAK_RATE_HZ:
-            raise RuntimeError(f"libespeak-ng initialised at {rate} Hz, expected {ESPEAK_RATE_HZ}")
-        _lib = lib
-    return _lib
-
-
 def synthesize(text: str, voice: str, rate_wpm: int = 160, pitch: int = 50, pitch_range: int = 50
                ) -> tuple[np.ndarray, list[Phone]]:
-    """(float32 mono samples at 16 kHz, phonemes with times in s) from libespeak-ng."""
+    """(float32 mono samples at 16 kHz, phonemes with times in s; espeak-ng mnemonics), through the
+    project's one libespeak-ng binding (engine.training.espeak)."""
     from scipy.signal import resample_poly
-    lib = _espeak()
-    chunks: list[np.ndarray] = []
-    events: list[tuple[int, str]] = []
-    total = [0]
-
-    def on_synth(wav, n, ev):
-        if n > 0 and wav:
-            chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).astype(np.float32) / 32768.0)
-        total[0] += max(n, 0)
-        i = 0
-        while ev[i].type != 0:
-            if ev[i].type == 7:
-                events.append((ev[i].sample, ev[i].id.string.decode("ascii", "replace")))
-            i += 1
-        return 0
-
-    cb = _CALLBACK(on_synth)
-    lib.espeak_SetSynthCallback(cb)
-    if lib.espeak_SetVoiceByName(voice.encode()) != 0:
-        raise RuntimeError(f"espeak-ng has no voice {voice!r}")
-    lib.espeak_SetParameter(1, int(rate_wpm), 0)       # rate
-    lib.espeak_SetParameter(3, int(pitch), 0)          # pitch 0..100
-    lib.espeak_SetParameter(4, int(pitch_range), 0)    # range 0..100
-    data = text.encode("utf-8")
-    lib.espeak_Synth(data, len(data) + 1, 0, 0, 0, 1, None, None)
-    lib.espeak_Synchronize()
-    x = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    try:
+        audio, events = espeak.phoneme_events(text, voice, rate_wpm, pitch, pitch_range, ipa=False)
+    except ValueError as e:
+        raise RuntimeError(str(e)) from None
     phones = []
     for k, (s, name) in enumerate(events):
-        end = events[k + 1][0] if k + 1 < len(events) else total[0]
+        end = events[k + 1][0] if k + 1 < len(events) else audio.size
         if end > s:
             phones.append(Phone(name, s / ESPEAK_RATE_HZ, end / ESPEAK_RATE_HZ))
-    y = resample_poly(x.astype(np.float64), 320, 441).astype(np.float32)
+    y = resample_poly(audio.astype(np.float64) / 32768.0, 320, 441).astype(np.float32)
     return y, phones
 
 

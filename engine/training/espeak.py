@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Phone", "Synthesis", "synthesize", "attach_closures", "available", "voices", "VARIANTS", "SAMPLE_RATE_HZ"]
+__all__ = ["Phone", "Synthesis", "synthesize", "phoneme_events", "attach_closures", "available", "voices", "VARIANTS", "SAMPLE_RATE_HZ"]
 
 SAMPLE_RATE_HZ = 22050
 #: espeak-ng voice variants used as "speakers" (male m1..m7, female f1..f5, and others).
@@ -80,19 +80,30 @@ _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctype
 
 
 class _Engine:
+    """The process's one binding of libespeak-ng (the library is a process-wide singleton).
+
+    ``ipa`` selects the phoneme events' names: IPA (True) or espeak-ng's own mnemonics (False);
+    the library fixes that at initialisation, so a call in the other mode initialises it again.
+    """
+
     def __init__(self) -> None:
         name = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
         self.lib = lib = ctypes.CDLL(name)
-        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, None,
-                                     _INIT_PHONEME_EVENTS | _INIT_PHONEME_IPA | _INIT_DONT_EXIT)
-        if rate != SAMPLE_RATE_HZ:
-            raise RuntimeError(f"libespeak-ng initialised at {rate} Hz, expected {SAMPLE_RATE_HZ}")
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self.lock = threading.Lock()
+        self.ipa: bool | None = None
         self._blocks: list[np.ndarray] = []
         self._events: list[tuple[int, int, int, int, str]] = []
         self._cb = _CALLBACK(self._on_synth)          # keep a reference: the library calls it
-        lib.espeak_SetSynthCallback(self._cb)
+        self._initialise(True)
+
+    def _initialise(self, ipa: bool) -> None:
+        flags = _INIT_PHONEME_EVENTS | _INIT_DONT_EXIT | (_INIT_PHONEME_IPA if ipa else 0)
+        rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, None, flags)
+        if rate != SAMPLE_RATE_HZ:
+            raise RuntimeError(f"libespeak-ng initialised at {rate} Hz, expected {SAMPLE_RATE_HZ}")
+        self.lib.espeak_SetSynthCallback(self._cb)
+        self.ipa = ipa
 
     def _on_synth(self, wav, n, ev) -> int:
         if n > 0 and wav:
@@ -108,10 +119,10 @@ class _Engine:
         return 0
 
     def run(self, text: str, voice: str, rate_wpm: int, pitch: int, pitch_range: int,
-            word_gap: int) -> tuple[np.ndarray, list]:
+            word_gap: int, ipa: bool = True) -> tuple[np.ndarray, list]:
         lib = self.lib
-        # the library holds ONE callback for the whole process: other ctypes users (tests/speech.py) may have
-        # replaced ours since __init__, and theirs may be freed by now, so register ours on every call
+        if ipa != self.ipa:
+            self._initialise(ipa)
         lib.espeak_SetSynthCallback(self._cb)
         if lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise ValueError(f"espeak-ng has no voice {voice!r}")
@@ -138,6 +149,16 @@ def _get() -> _Engine:
         if _engine is None:
             _engine = _Engine()
         return _engine
+
+
+def phoneme_events(text: str, voice: str, rate_wpm: int = 170, pitch: int = 50, pitch_range: int = 50,
+                   word_gap: int = 0, ipa: bool = True) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """The raw synthesis: (int16 mono audio at 22050 Hz, [(start sample, phoneme name), ...]) in
+    event order; names in IPA or, with ``ipa=False``, espeak-ng's mnemonics ("a:", "@", "p")."""
+    eng = _get()
+    with eng.lock:
+        audio, events = eng.run(text, voice, rate_wpm, pitch, pitch_range, word_gap, ipa)
+    return audio, [(sample, name) for typ, sample, _, _, name in events if typ == _EV_PHONEME]
 
 
 def available() -> bool:

@@ -27,6 +27,8 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
+from emote.engine.generator import DEFAULT_GENERATOR, available_generators
+
 __all__ = ["main", "build_parser", "avatar_settings", "pipeline_settings", "COMMAND_MODULES"]
 
 PROG = "emote"
@@ -81,7 +83,8 @@ def _add_render_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=int, default=25, help="video frame rate: 20, 25, 30, 40 or 50 (default 25)")
     p.add_argument("--seed", type=int, default=0,
                    help="random seed of the motion; same audio and seed, same video (default 0)")
-    p.add_argument("--generator", default="baseline", metavar="NAME", help="motion generator (default baseline)")
+    p.add_argument("--generator", default=DEFAULT_GENERATOR, metavar="NAME",
+                   help=f"motion generator: {', '.join(available_generators())} (default {DEFAULT_GENERATOR})")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (it is shown only when stderr is a terminal anyway)")
 

@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from emote.engine.generator import DEFAULT_GENERATOR, available_generators
+
 __all__ = ["register", "main", "WEB_DIR"]
 
 WEB_DIR = str(Path(__file__).resolve().parent / "web")
@@ -70,7 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="offer only these local addresses as ICE candidates (e.g. 127.0.0.1 "
                         "for a browser on the same machine)")
     s.add_argument("--size", type=int, default=512, help="video size in pixels (square)")
-    s.add_argument("--generator", default="baseline", help="motion generator")
+    s.add_argument("--generator", default=DEFAULT_GENERATOR,
+                   help=f"motion generator: {', '.join(available_generators())} (default {DEFAULT_GENERATOR})")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--cache-dir", help="avatar cache directory")
     s.add_argument("--margin-ms", type=float, default=60.0,

@@ -26,6 +26,8 @@ the feature rows, the seed and the controls, never on how rows were batched in p
 """
 from __future__ import annotations
 
+import importlib
+
 import math
 from abc import ABC, abstractmethod
 from collections import deque
@@ -590,8 +592,15 @@ def register_generator(name: str, factory: Callable[..., MotionGenerator]) -> No
     _REGISTRY[name] = factory
 
 
+#: Generators shipped with the engine that register themselves when their module is imported
+#: (imported on first use, so that ``import emote.engine.generator`` stays light).
+_BUILTIN_MODULES: dict[str, str] = {"backbone": "emote.engine.backbone"}
+#: The generator ``emote render`` / ``emote serve`` and the Python API use unless told otherwise.
+DEFAULT_GENERATOR = "baseline"
+
+
 def available_generators() -> tuple[str, ...]:
-    return tuple(sorted(_REGISTRY))
+    return tuple(sorted(set(_REGISTRY) | set(_BUILTIN_MODULES)))
 
 
 def _make_baseline(settings: BaselineSettings | None = None, **kw) -> BaselineGenerator:
@@ -614,6 +623,8 @@ def make_generator(name: str = "baseline", **kw) -> MotionGenerator:
 
     ``make_generator("baseline", fps=25, seed=3)`` or ``make_generator("baseline", settings=...)``.
     """
+    if name not in _REGISTRY and name in _BUILTIN_MODULES:
+        importlib.import_module(_BUILTIN_MODULES[name])
     try:
         factory = _REGISTRY[name]
     except KeyError:

@@ -25,7 +25,7 @@ from . import motion as M
 from .audio import AudioSettings, FeatureStream, iter_audio, probe_audio
 from .avatar import Avatar, AvatarSettings, prepare
 from .exceptions import ConfigError
-from .generator import MotionGenerator, make_generator
+from .generator import DEFAULT_GENERATOR, MotionGenerator, make_generator
 from .renderer import Renderer, RendererSettings
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class PipelineSettings:
     size_px: int = 512
     fps: int = 25
     seed: int = 0
-    generator: str = "baseline"
+    generator: str = DEFAULT_GENERATOR
     cache_dir: str | None = None
     landmarker_model: str | None = None
     landmarks_file: str | None = None   # user-supplied landmarks when the landmarker cannot find the face

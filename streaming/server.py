@@ -31,6 +31,7 @@ from aiohttp import WSMsgType, web
 from aiortc import RTCConfiguration, RTCIceServer, RTCSessionDescription
 
 from emote.engine.exceptions import ConfigError, EmoteError
+from emote.engine.generator import DEFAULT_GENERATOR
 from emote.streaming.encoding import tune_vp8
 from emote.streaming.ice import filter_sdp_candidates, restrict_ice_addresses
 from emote.streaming.metrics import CONTENT_TYPE_LATEST, StreamingMetrics
@@ -61,7 +62,7 @@ class ServerSettings:
     size_px: int = 512
     fps: int = 25
     seed: int = 0
-    generator: str = "baseline"
+    generator: str = DEFAULT_GENERATOR
     cache_dir: str | None = None
     hop_frames: int = 1
     context_frames: int = 3

@@ -102,6 +102,33 @@ def closure_counts(closed: np.ndarray, speech: np.ndarray, bil: list[int]) -> di
     return {"bilabials": total, "hits": hits, "runs": runs, "good_runs": good}
 
 
+def sustained_vowel_frames(phonemes, n: int, fps: float, min_s: float = 0.3) -> list[np.ndarray]:
+    """Frame indices of each vowel lasting ``min_s`` or more (its middle 80 %): the sung notes."""
+    from emote.engine.training.visemes import is_vowel
+    out = []
+    for p, s0, s1 in phonemes:
+        if s1 - s0 >= min_s and is_vowel(p):
+            a, b = s0 + 0.1 * (s1 - s0), s1 - 0.1 * (s1 - s0)
+            idx = np.arange(int(np.ceil(a * fps)), min(n, int(np.floor(b * fps)) + 1))
+            if idx.size:
+                out.append(idx)
+    return out
+
+
+def sung_stats(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict | None:
+    """Does the mouth stay open through sustained vowels? ``pairs``: (pred, ref) openness on the
+    frames of each sustained vowel. ``open_fraction``: frames where pred >= half of ref;
+    ``open_ratio``: median over notes of mean pred / mean ref."""
+    if not pairs:
+        return None
+    pred = np.concatenate([p for p, _ in pairs])
+    ref = np.concatenate([r for _, r in pairs])
+    ratio = [float(p.mean() / max(r.mean(), 1e-6)) for p, r in pairs]
+    return {"notes": len(pairs), "frames": int(pred.size),
+            "open_fraction": round(float(np.mean(pred >= 0.5 * ref)), 4),
+            "open_ratio": round(float(np.median(ratio)), 4)}
+
+
 def xcorr(pred: np.ndarray, ref: np.ndarray, max_lag: int = MAX_LAG) -> np.ndarray:
     """Sum over t of z(pred)[t + lag] * z(ref)[t] for lag in -max_lag..max_lag (unnormalised)."""
     a = (pred - pred.mean()) / (pred.std() + 1e-9)
@@ -238,6 +265,7 @@ def evaluate(generator: str, data: str, max_utts: int = 400, render: int = 12, s
     fps = float(ds.manifest["fps"])
     motion_acc, ref_acc, video_acc = Accumulator(fps), Accumulator(fps), Accumulator(fps)
     gen_motions, ref_motions = [], []
+    sung: list[tuple[np.ndarray, np.ndarray]] = []
     by_split: dict[str, Accumulator] = {s: Accumulator(fps) for s in splits}
     chosen = []
     for split in splits:
@@ -262,6 +290,8 @@ def evaluate(generator: str, data: str, max_utts: int = 400, render: int = 12, s
         ref_acc.add(lang, ro, ro, closed_mask(ro, sp, 0.02), sp, bil)
         gen_motions.append(pred)
         ref_motions.append(u.targets)
+        if u.meta.get("variant") == "sung":
+            sung += [(po[i], ro[i]) for i in sustained_vowel_frames(ph, n, fps)]
         if example is None and len(bil) >= 3 and 4.0 < n / fps < 10.0 and "augmentation" not in u.meta:
             example = {"id": u.id, "ref": ro, "pred": po, "bilabials": bil}
         if progress and k % 50 == 0:
@@ -309,6 +339,7 @@ def evaluate(generator: str, data: str, max_utts: int = 400, render: int = 12, s
         "rendered_utterances": rendered_ids,
         "render_size_px": size,
         "head": {"generator": head_stats(gen_motions, fps), "data_engine": head_stats(ref_motions, fps)},
+        "sung": sung_stats(sung),
         "seconds": round(time.perf_counter() - t0, 1),
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
     }
@@ -445,6 +476,10 @@ def main(argv: list[str] | None = None) -> int:
         ro = res["rendered"]["overall"]
         print(f"{a.generator}: video   corr {ro['corr']:.3f}, closure recall {ro['closure_recall']} "
               f"precision {ro['closure_precision']}, offset {ro['offset_ms']} ms")
+    if res["sung"]:
+        sg = res["sung"]
+        print(f"{a.generator}: sung    {sg['notes']} sustained vowels: mouth open (>= half the reference) on "
+              f"{sg['open_fraction'] * 100:.0f} % of their frames, median openness ratio {sg['open_ratio']}")
     hg, hd = res["head"]["generator"], res["head"]["data_engine"]
     print("head std/speed (deg, deg/s) generator vs data: " + ", ".join(
         f"{n} {hg[n]['std_deg']}/{hg[n]['speed_deg_s']} vs {hd[n]['std_deg']}/{hd[n]['speed_deg_s']}"

@@ -33,6 +33,19 @@ def test_closure_counts():
     assert H.closure_counts(closed2, speech, bil=[20])["runs"] == 0
 
 
+def test_sung_metric_finds_sustained_vowels_and_scores_openness():
+    ph = [("_", 0.0, 0.2), ("m", 0.2, 0.3), ("a", 0.3, 1.3), ("p", 1.3, 1.4), ("i", 1.4, 1.5), ("o", 1.5, 2.0)]
+    notes = H.sustained_vowel_frames(ph, 50, 25.0)
+    assert len(notes) == 2                               # "a" (1 s) and "o" (0.5 s); "i" is too short
+    assert notes[0][0] >= int(0.3 * 25) and notes[0][-1] <= int(1.3 * 25)
+    ref = [np.full(k.size, 0.8) for k in notes]
+    held = H.sung_stats([(np.full(k.size, 0.7), r) for k, r in zip(notes, ref)])
+    shut = H.sung_stats([(np.full(k.size, 0.1), r) for k, r in zip(notes, ref)])
+    assert held["open_fraction"] == 1.0 and held["open_ratio"] == pytest.approx(0.875)
+    assert shut["open_fraction"] == 0.0 and shut["notes"] == 2
+    assert H.sung_stats([]) is None
+
+
 def test_openness_head_stats_and_blinks():
     m = M.rest(100)
     m[:, M.INDEX["jawOpen"]] = 0.5

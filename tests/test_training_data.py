@@ -114,6 +114,8 @@ def test_text_sources():
     if TX.have_faker():
         pool = TX.word_pool("ru")
         assert len(pool) > 150 and all(not w.isascii() for w in pool)   # Cyrillic words, no English fallbacks
+        for lang in ("bg", "ru", "el", "hi"):                           # no word mixes in Latin letters
+            assert not [w for w in TX.word_pool(lang) if any(c.isascii() and c.isalpha() for c in w)]
 
 
 def test_sentences_do_not_depend_on_the_hash_seed():

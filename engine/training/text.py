@@ -182,7 +182,7 @@ def word_pool(lang: str) -> tuple[str, ...]:
         pool -= _foreign()
         pool = {w for w in pool if w.lower() not in _foreign()}
         if lg.code in _NON_LATIN:
-            pool = {w for w in pool if not w.isascii()}
+            pool = {w for w in pool if not any(c.isascii() and c.isalpha() for c in w)}   # no mixed scripts
     pool = {w for w in pool if len(w) > 1}
     return tuple(sorted(pool)) if len(pool) >= 150 else ()
 

@@ -93,13 +93,15 @@ class PortraitPipeline:
         return self.settings.sample_rate_hz // self.settings.fps
 
     @property
-    def latency_frames(self) -> int:
-        """Frames of audio beyond frame i that must arrive before frame i is emitted (lookahead + feature pad)."""
-        return int(self.generator.lookahead_frames) + 1
+    def latency_samples(self) -> int:
+        """Samples beyond the end of frame i that must arrive before frame i is emitted: the
+        generator's lookahead (whole frames) plus the feature analysis window's overhang (7.5 ms)."""
+        return int(self.generator.lookahead_frames) * self.samples_per_frame + int(self.features.lookahead_samples)
 
     @property
-    def latency_samples(self) -> int:
-        return self.latency_frames * self.samples_per_frame
+    def latency_frames(self) -> int:
+        """:attr:`latency_samples` rounded up to whole frames."""
+        return -(-self.latency_samples // self.samples_per_frame)
 
     @property
     def frames_out(self) -> int:

@@ -21,9 +21,12 @@ because the end-to-end target is 250 ms p95: every extra frame in a hop adds 40 
 the frames at the start of the hop, and the per-window overhead of a 1-frame hop (one
 ``push``/``pull`` call) is tens of microseconds against a few ms of rendering.
 ``context_frames=3`` (120 ms) covers the receptive field of the frame-level audio features
-(a 25 ms analysis window with a few frames of smoothing). ``lookahead_frames`` must equal the
-engine's own ``latency_frames`` (coarticulation: the mouth starts moving before the sound),
-so the session sets it from the pipeline; 2 frames (80 ms) is the default, as in Ditto.
+(a 25 ms analysis window with a few frames of smoothing). The lookahead must equal the
+engine's own (coarticulation: the mouth starts moving before the sound), so the session sets it
+from the pipeline's ``latency_samples`` (:meth:`WindowSpec.for_latency`): whole frames for the
+motion generator (2 frames, 80 ms, by default, as in Ditto) plus ``lookahead_extra_samples`` for
+the feature analysis window's overhang past a frame's end (120 samples, 7.5 ms), so no window
+waits a whole frame for it.
 """
 from __future__ import annotations
 
@@ -45,6 +48,14 @@ class WindowSpec:
     hop_frames: int = 1
     context_frames: int = 3
     lookahead_frames: int = 2
+    lookahead_extra_samples: int = 0    # beyond the whole lookahead frames (less than one frame)
+
+    @classmethod
+    def for_latency(cls, latency_samples: int, sample_rate_hz: int = 16000, fps: int = 25,
+                    hop_frames: int = 1, context_frames: int = 3) -> "WindowSpec":
+        """The spec whose windows end exactly ``latency_samples`` past their last new frame."""
+        spf = sample_rate_hz // fps
+        return cls(sample_rate_hz, fps, hop_frames, context_frames, latency_samples // spf, latency_samples % spf)
 
     def __post_init__(self) -> None:
         if self.sample_rate_hz <= 0 or self.fps <= 0:
@@ -57,6 +68,9 @@ class WindowSpec:
         if self.context_frames < 0 or self.lookahead_frames < 0:
             raise ConfigError("context_frames and lookahead_frames must be >= 0, got "
                               f"{self.context_frames} and {self.lookahead_frames}")
+        if not 0 <= self.lookahead_extra_samples < self.sample_rate_hz // self.fps:
+            raise ConfigError(f"lookahead_extra_samples must be in [0, samples per frame), got "
+                              f"{self.lookahead_extra_samples}")
 
     @property
     def samples_per_frame(self) -> int:
@@ -72,7 +86,12 @@ class WindowSpec:
 
     @property
     def window_samples(self) -> int:
-        return self.window_frames * self.samples_per_frame
+        return self.window_frames * self.samples_per_frame + self.lookahead_extra_samples
+
+    @property
+    def lookahead_samples(self) -> int:
+        """Audio after the last new frame that a window holds (its lookahead), samples."""
+        return self.lookahead_frames * self.samples_per_frame + self.lookahead_extra_samples
 
 
 @dataclass(frozen=True, eq=False)

@@ -6,13 +6,15 @@ Data path (shapes and units):
    960 samples) -> :class:`~emote.streaming.tracks.AudioInput` -> float32 mono 48 kHz, kept in
    a 10 s drop-oldest ring for the return path, and float32 mono 16 kHz for the engine;
 2. 16 kHz -> :class:`~emote.streaming.ringbuffer.WindowSlicer` (hop 1 frame, lookahead = the
-   pipeline's ``latency_frames``) -> the engine worker (its own process, or a thread);
+   pipeline's ``latency_samples``) -> the engine worker (its own process, or a thread);
 3. frames (content index, I420 uint8 (H * 3 / 2, W)) -> FrameBuffer -> PortraitVideoTrack (25 fps)
    and the ring -> DelayedAudioTrack, both on the session's :class:`MediaClock`.
 
-Output delay (``delay_s``): a frame n can be made once the audio up to frame n + 1 + lookahead
-has arrived, i.e. (hop + lookahead) frames after its own audio started arriving, plus the
-engine's time; ``margin_ms`` covers the engine and the packetisation (20 ms Opus packets).
+Output delay (``delay_s``): a frame n can be made once its window has arrived: the audio up to the
+end of frame n + hop - 1 plus the pipeline's lookahead (``latency_samples``: the generator's
+frames + 7.5 ms of feature window), i.e. hop frames + lookahead after its own audio started
+arriving, plus the engine's time; ``margin_ms`` covers the engine and the packetisation
+(20 ms Opus packets). With the defaults: 40 + 87.5 + 60 = 187.5 ms for the baseline.
 
 An engine slower than real time: at most ``engine_queue_windows`` windows wait for it (8 x 40 ms);
 newer ones are dropped (counted), so the latency stays bounded and the video holds instead.
@@ -96,10 +98,10 @@ class Session:
         self.sid = secrets.token_hex(4)
         self.opts, self.metrics, self.portrait = options, metrics, portrait
         self._on_closed = on_closed
-        la = int(engine.latency_frames)
-        self.spec = WindowSpec(options.sample_rate_hz, options.fps, options.hop_frames,
-                               options.context_frames, la)
-        self.delay_s = (options.hop_frames + la) / options.fps + options.margin_ms / 1000.0
+        self.spec = WindowSpec.for_latency(int(engine.latency_samples), options.sample_rate_hz, options.fps,
+                                           options.hop_frames, options.context_frames)
+        self.delay_s = (options.hop_frames * self.spec.samples_per_frame + self.spec.lookahead_samples) \
+            / options.sample_rate_hz + options.margin_ms / 1000.0
         self.clock = MediaClock(self.delay_s)
         self.input = AudioInput(options.sample_rate_hz)
         self.ring48 = AudioRingBuffer(int(options.return_audio_ring_s * NET_RATE_HZ))

@@ -1,7 +1,7 @@
 """The engine of one session, off the event loop: in a thread, or in a process of its own.
 
 Both workers have one interface, used by :class:`~emote.streaming.session.Session`:
-``latency_frames``; ``start(loop, on_frames, on_error, name)``; ``submit(window, t)`` (never
+``latency_samples``; ``start(loop, on_frames, on_error, name)``; ``submit(window, t)`` (never
 blocks: when ``queue_windows`` windows already wait for the engine, the new one is dropped and
 counted in ``dropped_windows``; the content index map absorbs the gap, so frames keep their
 true timestamps); ``set_controls(**kw)``; ``switch(source)`` (portrait switch: the old
@@ -104,6 +104,13 @@ class EngineCore:
         return flushed
 
 
+def _latency_samples(pipeline: Any) -> int:
+    """The pipeline's lookahead in samples (``latency_samples``, or whole ``latency_frames``)."""
+    if hasattr(pipeline, "latency_samples"):
+        return int(pipeline.latency_samples)
+    return int(getattr(pipeline, "latency_frames", 2)) * int(getattr(pipeline, "samples_per_frame", 640))
+
+
 def _window_args(w: Window) -> tuple[np.ndarray, int, int]:
     spf = w.spec.samples_per_frame
     fresh = w.fresh_samples
@@ -142,7 +149,7 @@ class EngineWorker(_Base):
 
     def __init__(self, pipeline: Any, queue_windows: int = 4) -> None:
         super().__init__(queue_windows)
-        self.latency_frames = int(getattr(pipeline, "latency_frames", 2))
+        self.latency_samples = _latency_samples(pipeline)
         self._core = EngineCore(pipeline)
         self._q: queue.Queue = queue.Queue(maxsize=queue_windows)
         self._thread: threading.Thread | None = None
@@ -219,7 +226,7 @@ def _child_main(conn, settings_kw: dict) -> None:
             kind, arg, t = item
             if kind == "load":
                 core = EngineCore(load_pipeline(arg, settings))
-                conn.send(("loaded", core.pipe.latency_frames))
+                conn.send(("loaded", _latency_samples(core.pipe)))
             elif kind == "window":
                 conn.send(("batch", core.window(*arg, t)))
             elif kind == "controls":
@@ -252,17 +259,17 @@ class ProcessEngineWorker(_Base):
         self._in_flight = 0
         self._lock = threading.Lock()
         self._reader: threading.Thread | None = None
-        self.latency_frames = 0
+        self.latency_samples = 0
 
     def load(self, path: str) -> int:
-        """Blocking: make the child load ``path``; returns latency_frames (EmoteError on failure)."""
+        """Blocking: make the child load ``path``; returns latency_samples (EmoteError on failure)."""
         from emote.engine.exceptions import EmoteError
         self._conn.send(("load", path, 0.0))
         reply = self._conn.recv()
         if reply[0] != "loaded":
             raise EmoteError(f"the engine could not load {path}: {reply[1]}")
-        self.latency_frames = int(reply[1])
-        return self.latency_frames
+        self.latency_samples = int(reply[1])
+        return self.latency_samples
 
     def _start(self) -> None:
         self._reader = threading.Thread(target=self._read, name=f"engine-{self.name}", daemon=True)

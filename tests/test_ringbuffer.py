@@ -56,10 +56,10 @@ def test_any_push_sizes_give_the_same_windows(n, cuts, finish):
 
 
 @settings(max_examples=100, deadline=None)
-@given(hop=st.integers(1, 6), ctx=st.integers(0, 4), la=st.integers(0, 4),
+@given(hop=st.integers(1, 6), ctx=st.integers(0, 4), la=st.integers(0, 4), extra=st.integers(0, 63),
        cuts=st.lists(st.integers(1, 500), min_size=1, max_size=20))
-def test_fresh_samples_concatenate_to_the_stream(hop, ctx, la, cuts):
-    spec = WindowSpec(1600, 25, hop, ctx, la)
+def test_fresh_samples_concatenate_to_the_stream(hop, ctx, la, extra, cuts):
+    spec = WindowSpec(1600, 25, hop, ctx, la, extra)
     x = _stream(sum(cuts), seed=1)
     wins = _slice(x, cuts[:-1], spec, finish=False)
     fresh = np.concatenate([w.fresh_samples for w in wins] or [np.zeros(0, np.float32)])
@@ -77,6 +77,21 @@ def test_window_is_ready_exactly_when_its_lookahead_arrives():
     (w,) = sl.push(np.zeros(1, np.float32))
     assert (w.index, w.first_frame, w.start_sample, w.end_sample) == (0, 0, -3 * 640, 3 * 640)
     assert len(w.samples) == 6 * 640
+
+
+def test_sample_granular_lookahead_for_a_pipeline_latency():
+    """The baseline pipeline needs 2 frames + 120 samples beyond a frame: its window is ready then,
+    not a whole frame later."""
+    spec = WindowSpec.for_latency(2 * 640 + 120)
+    assert (spec.lookahead_frames, spec.lookahead_extra_samples, spec.lookahead_samples) == (2, 120, 1400)
+    sl = WindowSlicer(spec)
+    assert sl.push(np.zeros(640 + 1400 - 1, np.float32)) == []
+    (w,) = sl.push(np.zeros(1, np.float32))
+    assert (w.first_frame, w.end_sample, len(w.fresh_samples)) == (0, 640 + 1400, 640 + 1400)
+    (w1,) = sl.push(np.zeros(640, np.float32))
+    assert (w1.first_frame, w1.end_sample, len(w1.fresh_samples)) == (1, 2 * 640 + 1400, 640)
+    with pytest.raises(ConfigError):
+        WindowSpec(lookahead_extra_samples=640)
 
 
 def test_ring_buffer_drops_oldest_and_says_so():

@@ -56,10 +56,12 @@ def make_onsets(n: int, gap_s: float = 1.2, lead_s: float = 1.0) -> tuple[np.nda
     return np.concatenate(parts), onsets
 
 
-def start_server(port: int, margin_ms: float, log_path: Path) -> subprocess.Popen:
+def start_server(port: int, margin_ms: float, log_path: Path, generator: str | None = None) -> subprocess.Popen:
     """`emote serve` in its own process, its log (-v) in ``log_path``."""
     cmd = [sys.executable, "-m", "emote.clients.serve_cmd", "serve", "--port", str(port), "-v",
            "--ice-address", "127.0.0.1", "--max-sessions", "8", "--margin-ms", str(margin_ms)]
+    if generator:
+        cmd += ["--generator", generator]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
@@ -156,12 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--url", help="use a running server instead of starting one")
     ap.add_argument("--margin-ms", type=float, default=60.0, help="the server's --margin-ms")
     ap.add_argument("--skip-capacity", action="store_true")
+    ap.add_argument("--generator", default=None, help="the server's motion generator (default: the engine's default)")
     a = ap.parse_args(argv)
     proc = None
     url = a.url
     if url is None:
         port = _free_port()
-        proc = start_server(port, a.margin_ms, Path(a.out).with_suffix(".server.log"))
+        proc = start_server(port, a.margin_ms, Path(a.out).with_suffix(".server.log"), a.generator)
         url = f"http://127.0.0.1:{port}"
     try:
         print(f"latency over {a.onsets} onsets ...")
@@ -183,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             proc.terminate()
             proc.wait(10)
     result = {"machine": {"cpus": os.cpu_count(), "loadavg_1min_at_end": os.getloadavg()[0]},
-              "latency": lat, "capacity": cap, "size_px": 512, "fps": 25, "margin_ms": a.margin_ms}
+              "latency": lat, "capacity": cap, "size_px": 512, "fps": 25, "margin_ms": a.margin_ms,
+              "generator": a.generator or "default"}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2))
     print(f"wrote {a.out}")

@@ -53,6 +53,7 @@ _E, _EMIN, _EMAX, _F0, _VOI, _CEN, _FLAT, _BLOW, _BMID, _BHIGH, _F1, _F2 = range
 SILENT_ROW = np.array([-100.0, -100.0, -100.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
                       + [math.log(1e-10)] * 40, np.float32)
 _LN_PER_DB = math.log(10.0) / 10.0
+_JAW = M.INDEX["jawOpen"]
 
 
 def default_model_path() -> Path:
@@ -159,6 +160,9 @@ class BackboneModel:
         self.schedules: dict[int, list[tuple[float, float]]] = {int(k): [(float(t), float(a)) for t, a in v]
                                                                   for k, v in m["schedules"].items()}
         self.window = self.context + self.hop + self.lookahead
+        #: jawOpen gain that matches the model's spread of openness to its data's (a few-step sampler
+        #: under-articulates: it pulls towards the mean); calibrated after training, 1 if absent.
+        self.articulation_gain = float(m.get("articulation_gain", 1.0))
 
     def sample(self, audio: np.ndarray, past: np.ndarray, controls: np.ndarray, z: np.ndarray,
                steps: int) -> np.ndarray:
@@ -178,6 +182,37 @@ class BackboneModel:
                 eps = (x - math.sqrt(ab) * x0[0]) / math.sqrt(max(1.0 - ab, 1e-12))
                 x = (math.sqrt(ab_next) * x0[0] + math.sqrt(1.0 - ab_next) * eps).astype(np.float32)
         return motion[0]
+
+
+class HeadSmoother:
+    """The head pose out of the backbone, made steady and scaled: per frame, in order,
+    ``y = rest + amplitude * lowpass(x - rest)`` on the head channels (engine.motion's "head" group:
+    degrees, face widths, scale), a one-pole low-pass of time constant ``tau_s``.
+
+    Why: a few-step sampler redraws the head's fine detail every chunk, a flicker of about 0.1 deg a
+    frame that the renderer shows as shimmer at the hair line; the low-pass takes it out (100 ms of
+    lag on slow head motion is invisible). The head-motion amplitude control is applied here, exactly,
+    instead of by the network (which learned it only weakly from the data engine's clips).
+    Sequential and stateful: the output does not depend on how the frames are batched.
+    """
+
+    def __init__(self, fps: float, tau_s: float = 0.1) -> None:
+        self.idx = np.asarray(M.idx(*M.HEAD), np.intp)
+        self.rest = M.rest(1)[0, self.idx]
+        self.alpha = 1.0 - math.exp(-1.0 / (fps * tau_s))
+        self.state: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self.state = None
+
+    def __call__(self, motion: np.ndarray, amplitude: float) -> np.ndarray:
+        """motion: (n, C) float32 -> (n, C) float32 with the head channels smoothed and scaled."""
+        out = motion.copy()
+        for i in range(len(motion)):
+            x = motion[i, self.idx] - self.rest
+            self.state = x if self.state is None else self.state + self.alpha * (x - self.state)
+            out[i, self.idx] = self.rest + amplitude * self.state
+        return out
 
 
 class BackboneGenerator(MotionGenerator):
@@ -202,6 +237,7 @@ class BackboneGenerator(MotionGenerator):
         self.lookahead_frames = m.hop - 1 + m.lookahead
         self._controls = {k: v[2] for k, v in CONTROLS.items()}
         self._prep = FeaturePrep(m.fps, m.n_mels)
+        self._head = HeadSmoother(m.fps)
         self.reset(settings.seed)
 
     @property
@@ -212,6 +248,7 @@ class BackboneGenerator(MotionGenerator):
         m = self.model
         self.seed = int(self.settings.seed if seed is None else seed)
         self._prep.reset()
+        self._head.reset()
         pad = self._prep(np.tile(SILENT_ROW, (m.context, 1)))       # audio before the stream start
         self._rows: list[np.ndarray] = [pad]                           # prepared rows from frame _t - context
         self._n_rows = m.context
@@ -270,7 +307,9 @@ class BackboneGenerator(MotionGenerator):
             return np.zeros((0, M.NUM_CHANNELS), np.float32)
         m = self.model
         rows = np.concatenate(self._rows) if len(self._rows) > 1 else self._rows[0]
-        ctrl = np.array([self._controls[k] for k in CONTROL_ORDER], np.float32)
+        # the amplitude is applied exactly by the head smoother; the network gets its neutral value
+        ctrl = np.array([1.0 if k == "head_motion_amplitude" else self._controls[k] for k in CONTROL_ORDER],
+                        np.float32)
         outs = []
         for j in range(n_chunks):
             a = j * m.hop                       # rows[0] is frame _k*hop - context
@@ -286,17 +325,20 @@ class BackboneGenerator(MotionGenerator):
         out = np.concatenate(outs)
         n_out = min(len(out), limit - self._t)
         self._t += n_out
-        return out[:n_out]
+        out = self._head(out[:n_out], self._controls["head_motion_amplitude"])
+        out[:, _JAW] = np.clip(out[:, _JAW] * m.articulation_gain, 0.0, 1.0)
+        return out
 
 
 def seam_stats(motion: np.ndarray, hop: int, channels: list[int] | None = None) -> dict[str, float]:
     """How smooth the joins between chunks are.
 
-    The velocity jump at frame i is ``|(x[i+1] - x[i]) - (x[i] - x[i-1])|`` (per channel, divided by
-    the channel's overall velocity std). Returns its mean at the chunk boundaries (the two jumps that
-    involve the velocity across a join: i % hop in {0, hop - 1}, a join being between frames
-    k*hop - 1 and k*hop), its mean inside chunks (the other frames), and their ratio (about 1 or
-    less: no seam).
+    The velocity of frame j is ``|x[j+1] - x[j]|`` per channel, divided by the channel's overall
+    velocity std. A join lies between frames k*hop - 1 and k*hop. Returns the mean velocity across
+    joins (``boundary``), inside chunks (``within``) and their ratio: about 1 (or less) means no
+    seam, a chunk stitched on with a step makes the velocity across its join larger. (Velocities,
+    not their changes, so that 2-frame chunks, whose every velocity change touches a join, can be
+    measured too; ``hop`` 1 has no inside and gives ``within`` and ``ratio`` 0.)
     """
     x = np.asarray(motion, np.float64)
     if channels is not None:
@@ -304,12 +346,11 @@ def seam_stats(motion: np.ndarray, hop: int, channels: list[int] | None = None) 
     v = np.diff(x, axis=0)
     sd = v.std(axis=0)
     keep = sd > 1e-6
-    if len(x) < 3 * hop or not keep.any():
+    if len(x) < 3 * hop or not keep.any() or hop < 2:
         return {"boundary": 0.0, "within": 0.0, "ratio": 0.0}
-    jump = np.abs(np.diff(v[:, keep], axis=0)) / sd[keep]      # jump[j] is at frame j + 1
-    frames = np.arange(1, len(x) - 1)
-    at_b = ((frames % hop) == 0) | ((frames % hop) == hop - 1)
-    b, w = float(jump[at_b].mean()), float(jump[~at_b].mean())
+    speed = np.abs(v[:, keep]) / sd[keep]                     # speed[j]: frame j -> j + 1
+    across = (np.arange(len(speed)) + 1) % hop == 0
+    b, w = float(speed[across].mean()), float(speed[~across].mean())
     return {"boundary": b, "within": w, "ratio": b / max(w, 1e-12)}
 
 

@@ -104,6 +104,43 @@ def test_feature_prep_batching_and_level():
     np.testing.assert_allclose(a[12:50, 13:], c[12:50, 13:], atol=1e-5)
 
 
+def test_head_smoother_removes_flicker_scales_and_ignores_batching():
+    from emote.engine.backbone import HeadSmoother
+    rng = np.random.default_rng(0)
+    n = 200
+    x = M.rest(n)
+    yaw = M.INDEX["headYaw_deg"]
+    x[:, yaw] = 3 * np.sin(np.arange(n) / 20.0) + 0.3 * rng.standard_normal(n)     # slow nod + flicker
+    one = HeadSmoother(25.0)(x, 1.0)
+    hs = HeadSmoother(25.0)
+    parts = np.concatenate([hs(x[a:b], 1.0) for a, b in ((0, 3), (3, 4), (4, 77), (77, n))])
+    np.testing.assert_array_equal(one, parts)
+    flick = lambda m: np.abs(np.diff(m[:, yaw], 2)).mean()      # noqa: E731
+    assert flick(one) < 0.35 * flick(x)
+    assert np.corrcoef(one[30:, yaw], 3 * np.sin(np.arange(30, n) / 20.0))[0, 1] > 0.95
+    np.testing.assert_array_equal(one[:, M.INDEX["jawOpen"]], x[:, M.INDEX["jawOpen"]])   # head only
+    assert np.abs(HeadSmoother(25.0)(x, 0.0)[:, yaw]).max() == 0.0
+
+
+def test_articulation_gain_is_read_from_the_model_and_scales_the_jaw(tmp_path, speech_rows):
+    pytest.importorskip("onnx")
+    import shutil
+    from emote.engine.training.calibrate import write_gain
+    src = default_model_path()
+    if not src.is_file():
+        pytest.skip("no backbone model")
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    shutil.copy(src, a)
+    shutil.copy(src, b)
+    write_gain(str(a), 1.0)
+    write_gain(str(b), 1.5)
+    ma, mb = BackboneModel(a), BackboneModel(b)
+    assert (ma.articulation_gain, mb.articulation_gain) == (1.0, 1.5)
+    ja = run(BackboneGenerator(BackboneSettings(), ma), speech_rows)[:, M.INDEX["jawOpen"]]
+    jb = run(BackboneGenerator(BackboneSettings(), mb), speech_rows)[:, M.INDEX["jawOpen"]]
+    np.testing.assert_allclose(jb, np.clip(ja * 1.5, 0, 1), atol=1e-6)
+
+
 def test_seam_stats():
     t = np.arange(200)
     smooth = np.sin(t / 7.0)[:, None]
@@ -111,6 +148,8 @@ def test_seam_stats():
     assert 0.8 < s["ratio"] < 1.25
     steps = smooth + 0.3 * (t // 5)[:, None] % 2
     assert seam_stats(steps, 5)["ratio"] > 3
+    two = np.sin(t / 7.0)[:, None] + 0.2 * ((t // 2) % 2)[:, None]    # 2-frame chunks with a step
+    assert 0.8 < seam_stats(smooth, 2)["ratio"] < 1.25 and seam_stats(two, 2)["ratio"] > 1.8
 
 
 @needs_model

@@ -265,8 +265,9 @@ def write_card(path: Path, rep: dict) -> None:
         "## Metrics (held out: languages " + ", ".join(ev["languages"]) + "; speaker variants "
         + ", ".join(sorted({s.split('+')[-1] for s in ev["speakers"]})) + f"; {ev['clips']} clips)",
         "",
-        "Measured by engine/training/backbone_eval.py on the held-out clips (reference: their targets; the "
-        "issue-4 harness below is the yardstick): openness correlation with the reference, bilabial closure recall / precision (±1 frame), "
+        "Measured by engine/training/backbone_eval.py on the first held-out clips (a quick check: its reference is a phonetic "
+        "openness from the phonemes, classified for espeak-ng mnemonics, so only approximate on the data engine's IPA; "
+        "the issue-4 harness below is the yardstick): openness correlation with that reference, bilabial closure recall / precision (±1 frame), "
         "A/V offset (ms, > 0 late), head std (deg) yaw / pitch / roll, blinks per minute.",
         "",
         "| generator | openness r | bilabial recall | bilabial precision | A/V offset ms | head std y/p/r | blinks/min |",

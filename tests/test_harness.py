@@ -104,3 +104,27 @@ def test_harness_command_line(tiny_data, tmp_path, capsys):
     assert "closure recall" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         H.main(["--generator", "nope", "--data", tiny_data, "--out", str(tmp_path)])
+
+
+def test_retarget_rewrites_only_the_mouth_from_the_phonemes(tiny_data, tmp_path):
+    """engine.training.retarget: mouth columns = mouth_channels(phonemes, style, effort); the rest kept."""
+    import shutil
+    from emote.engine.training import build_data as B, retarget as RT, targets as TG
+    from emote.engine.training.espeak import Phone
+    from emote.engine.training.shards import open_dataset
+    d = tmp_path / "copy"
+    shutil.copytree(tiny_data, d)
+    before = {u.id: u for u in open_dataset(d).utterances()}
+    rep = RT.retarget(d, progress=False)
+    assert rep["utterances"] == len(before) and open_dataset(d).manifest["targets_version"] == RT.TARGETS_VERSION
+    mouth = M.idx(*M.MOUTH)
+    other = [i for i in range(M.NUM_CHANNELS) if i not in mouth]
+    seed = int(open_dataset(d).manifest["config"]["seed"])
+    for u in open_dataset(d).utterances():
+        b = before[u.id]
+        np.testing.assert_array_equal(u.features, b.features)
+        np.testing.assert_array_equal(u.targets[:, other], b.targets[:, other])
+        ph = [Phone(p, s0, s1) for p, s0, s1 in u.meta["phonemes"]]
+        want = TG.mouth_channels(ph, len(u.targets), 25.0, B.speaker_style(u.meta["speaker"], seed), u.meta["effort"])
+        np.testing.assert_allclose(u.targets[:, mouth], want[:, mouth], atol=1e-6)
+

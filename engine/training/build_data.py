@@ -34,6 +34,7 @@ import numpy as np
 from emote.engine import motion as M
 from emote.engine.audio import AudioSettings, FeatureStream
 
+from .retarget import TARGETS_VERSION
 from . import espeak, targets as TG, text as TX
 from .shards import SPLITS, Utterance, write_shard
 
@@ -338,6 +339,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     skipped = [s for r in results for s in r.pop("skipped")]
     manifest = {
         "format": "emote-motion-shards/1",
+        "targets_version": TARGETS_VERSION,
         "config": asdict(cfg),
         "fps": FPS, "sample_rate_hz": SR,
         "feature_names": list(FeatureStream(AudioSettings(sample_rate_hz=SR, fps=FPS)).names),

@@ -596,7 +596,7 @@ def register_generator(name: str, factory: Callable[..., MotionGenerator]) -> No
 #: (imported on first use, so that ``import emote.engine.generator`` stays light).
 _BUILTIN_MODULES: dict[str, str] = {"backbone": "emote.engine.backbone"}
 #: The generator ``emote render`` / ``emote serve`` and the Python API use unless told otherwise.
-DEFAULT_GENERATOR = "baseline"
+DEFAULT_GENERATOR = "backbone"
 
 
 def available_generators() -> tuple[str, ...]:

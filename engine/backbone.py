@@ -171,6 +171,9 @@ class BackboneModel:
         #: jawOpen gain that matches the model's spread of openness to its data's (a few-step sampler
         #: under-articulates: it pulls towards the mean); calibrated after training, 1 if absent.
         self.articulation_gain = float(m.get("articulation_gain", 1.0))
+        #: per head channel (engine.motion's "head" group, in order): the data's std / the model's,
+        #: after the head smoother (the sampler shrinks head motion too); 1 if absent.
+        self.head_gain = np.asarray(m.get("head_gain", [1.0] * len(M.HEAD)), np.float64)
 
     def sample(self, audio: np.ndarray, past: np.ndarray, controls: np.ndarray, z: np.ndarray,
                steps: int) -> np.ndarray:
@@ -204,9 +207,10 @@ class HeadSmoother:
     Sequential and stateful: the output does not depend on how the frames are batched.
     """
 
-    def __init__(self, fps: float, tau_s: float = 0.1) -> None:
+    def __init__(self, fps: float, tau_s: float = 0.1, gain: np.ndarray | None = None) -> None:
         self.idx = np.asarray(M.idx(*M.HEAD), np.intp)
         self.rest = M.rest(1)[0, self.idx]
+        self.gain = np.ones(len(self.idx)) if gain is None else np.asarray(gain, np.float64)
         self.alpha = 1.0 - math.exp(-1.0 / (fps * tau_s))
         self.state: np.ndarray | None = None
 
@@ -219,7 +223,7 @@ class HeadSmoother:
         for i in range(len(motion)):
             x = motion[i, self.idx] - self.rest
             self.state = x if self.state is None else self.state + self.alpha * (x - self.state)
-            out[i, self.idx] = self.rest + amplitude * self.state
+            out[i, self.idx] = self.rest + amplitude * self.gain * self.state
         return out
 
 
@@ -245,7 +249,7 @@ class BackboneGenerator(MotionGenerator):
         self.lookahead_frames = m.hop - 1 + m.lookahead
         self._controls = {k: v[2] for k, v in CONTROLS.items()}
         self._prep = FeaturePrep(m.fps, m.n_mels)
-        self._head = HeadSmoother(m.fps)
+        self._head = HeadSmoother(m.fps, gain=m.head_gain)
         self.reset(settings.seed)
 
     @property

@@ -28,7 +28,9 @@ from .espeak import Phone
 __all__ = ["retarget_shard", "retarget", "TARGETS_VERSION"]
 
 #: 2: bilabial closures release at the burst (spread 30 -> 12 ms; 35 -> 15 ms for bilabial fricatives).
-TARGETS_VERSION = 2
+#: 3: only the lip closure got the short reach; the jaw keeps 30 / 35 ms (a jaw cannot move half its
+#: range in one 40 ms frame).
+TARGETS_VERSION = 3
 
 
 def _style(speaker: str, seed: int) -> TG.Style:
@@ -69,7 +71,7 @@ def retarget(root: str | os.PathLike, progress: bool = True) -> dict:
     if progress:
         print(file=sys.stderr)
     man["targets_version"] = TARGETS_VERSION
-    man["visemes"] = {k: {"spread_ms": v.spread_ms} for k, v in V.VISEMES.items()}
+    man["visemes"] = {k: {"spread_ms": v.spread_ms, "close_spread_ms": v.close_spread_ms} for k, v in V.VISEMES.items()}
     tmp = mf.with_suffix(".tmp")
     tmp.write_text(json.dumps(man, indent=1, ensure_ascii=False))
     os.replace(tmp, mf)

@@ -105,6 +105,10 @@ def mouth_params(phones: list[Phone], duration_s: float, grid_hz: float = GRID_H
             alpha = np.asarray(vis.dominance)
             target = np.asarray(vis.target)
             dw = w[:, None] * alpha[None, :]
+            if vis.close_spread_ms is not None:      # the lips part at the burst; the jaw moves slower
+                cs = vis.close_spread_ms / 1000.0
+                wc = np.exp(-(dist / np.where(d < 0, 1.3 * cs, cs)) ** 2)
+                dw[:, _P["close"]] = wc * alpha[_P["close"]]
             num[lo:hi] += dw * target[None, :]
             den[lo:hi] += dw
     return t, num / den, bilabials

@@ -31,9 +31,10 @@ class Viseme:
     target: tuple[float, ...]      # per PARAMS
     dominance: tuple[float, ...]   # per PARAMS (alpha of the dominance function)
     spread_ms: float = 60.0        # how far the dominance reaches beyond the segment's half-length
+    close_spread_ms: float | None = None   # the lip closure's own (shorter) reach; None: spread_ms
 
 
-def _v(name: str, spread_ms: float = 60.0, **kw) -> Viseme:
+def _v(name: str, spread_ms: float = 60.0, close_spread_ms: float | None = None, **kw) -> Viseme:
     t = [0.0] * len(PARAMS)
     d = [0.3] * len(PARAMS)
     for k, val in kw.items():
@@ -41,7 +42,7 @@ def _v(name: str, spread_ms: float = 60.0, **kw) -> Viseme:
             d[P[k[2:]]] = val
         else:
             t[P[k]] = val
-    return Viseme(name, tuple(t), tuple(d), spread_ms)
+    return Viseme(name, tuple(t), tuple(d), spread_ms, close_spread_ms)
 
 
 # dominance levels: 0.15 weak (the neighbours decide), 1 normal, 4 strong, 40 imposed
@@ -67,9 +68,9 @@ VISEMES: dict[str, Viseme] = {
                         d_close=0.5, d_spread=2, d_lower=1),
     "V_close_central": _v("V_close_central", jaw=0.18, spread=0.2, d_jaw=1.5, d_spread=1, d_close=0.5),
     # consonants
-    "bilabial": _v("bilabial", 12.0, close=1.0, jaw=0.06, d_close=8, d_jaw=2, d_funnel=0.5, d_pucker=0.5,
+    "bilabial": _v("bilabial", 30.0, 12.0, close=1.0, jaw=0.06, d_close=8, d_jaw=2, d_funnel=0.5, d_pucker=0.5,
                    d_spread=0.8, d_lower=3, d_roll=2, d_upper=3),
-    "bilabial_fric": _v("bilabial_fric", 15.0, close=0.65, jaw=0.08, d_close=4, d_jaw=2, d_lower=2, d_upper=2),
+    "bilabial_fric": _v("bilabial_fric", 35.0, 15.0, close=0.65, jaw=0.08, d_close=4, d_jaw=2, d_lower=2, d_upper=2),
     "labiodental": _v("labiodental", 35.0, roll=0.85, upper=0.25, jaw=0.09, d_roll=8, d_upper=3, d_jaw=2,
                       d_close=3, d_lower=3),
     "labiovelar": _v("labiovelar", 60.0, pucker=0.8, funnel=0.35, jaw=0.12, d_pucker=6, d_funnel=4, d_jaw=1,

@@ -197,7 +197,9 @@ class BackboneModel:
 
 class HeadSmoother:
     """The head pose out of the backbone, made steady and scaled: per frame, in order,
-    ``y = rest + amplitude * lowpass(x - rest)`` on the head channels (engine.motion's "head" group:
+    ``y = rest + amplitude * ease * gain * lowpass(x - rest)`` on the head channels (``ease`` rises
+    from 0 to 1 over ``start_ease_s``, as the baseline's: a stream starts at the photo's pose; the
+    gaze eases in too) (engine.motion's "head" group:
     degrees, face widths, scale), a one-pole low-pass of time constant ``tau_s``.
 
     Why: a few-step sampler redraws the head's fine detail every chunk, a flicker of about 0.1 deg a
@@ -207,15 +209,21 @@ class HeadSmoother:
     Sequential and stateful: the output does not depend on how the frames are batched.
     """
 
-    def __init__(self, fps: float, tau_s: float = 0.1, gain: np.ndarray | None = None) -> None:
+    def __init__(self, fps: float, tau_s: float = 0.1, gain: np.ndarray | None = None,
+                 start_ease_s: float = 2.0) -> None:
         self.idx = np.asarray(M.idx(*M.HEAD), np.intp)
         self.rest = M.rest(1)[0, self.idx]
+        self.gaze = np.asarray(M.idx(*M.GAZE), np.intp)
+        self.gaze_rest = M.rest(1)[0, self.gaze]
         self.gain = np.ones(len(self.idx)) if gain is None else np.asarray(gain, np.float64)
+        self.ease_frames = max(1.0, start_ease_s * fps)
+        self.n = 0
         self.alpha = 1.0 - math.exp(-1.0 / (fps * tau_s))
         self.state: np.ndarray | None = None
 
     def reset(self) -> None:
         self.state = None
+        self.n = 0
 
     def __call__(self, motion: np.ndarray, amplitude: float) -> np.ndarray:
         """motion: (n, C) float32 -> (n, C) float32 with the head channels smoothed and scaled."""
@@ -223,7 +231,11 @@ class HeadSmoother:
         for i in range(len(motion)):
             x = motion[i, self.idx] - self.rest
             self.state = x if self.state is None else self.state + self.alpha * (x - self.state)
-            out[i, self.idx] = self.rest + amplitude * self.gain * self.state
+            e = min(1.0, self.n / self.ease_frames)
+            ease = e * e * (3.0 - 2.0 * e)             # smoothstep: a new stream starts at the photo's pose
+            self.n += 1
+            out[i, self.idx] = self.rest + amplitude * ease * self.gain * self.state
+            out[i, self.gaze] = self.gaze_rest + ease * (motion[i, self.gaze] - self.gaze_rest)
         return out
 
 

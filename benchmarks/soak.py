@@ -41,7 +41,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from emote.benchmarks.latency import _free_port, start_server
-from emote.clients.client import FileAudioTrack, read_audio_48k
+from emote.clients.client import FileAudioTrack, hang_up, read_audio_48k
 from emote.engine.resources import demo_speech_path
 from emote.streaming.ice import filter_sdp_candidates, restrict_ice_addresses
 from emote.streaming.jitter import install as install_jitter_buffer
@@ -152,11 +152,7 @@ async def run_soak_client(url: str, audio: np.ndarray, log: ClientLog, stop: asy
     except Exception as e:  # noqa: BLE001 - a failed client is a result, reported in the JSON
         log.error = f"{type(e).__name__}: {e}"
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        source.stop()
-        await pc.close()
+        await hang_up(pc, source, tasks)
 
 
 async def soak(url: str, server_pid: int | None, sessions: int, seconds: float, sample_s: float,

@@ -266,12 +266,17 @@ async def run_client(settings: ClientSettings, source: MediaStreamTrack) -> Reco
             await asyncio.sleep(settings.seconds)
             rec.sent_t0 = getattr(source, "t0", None)
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        source.stop()
-        await pc.close()
+        await hang_up(pc, source, tasks)
     return rec
+
+
+async def hang_up(pc: RTCPeerConnection, source: MediaStreamTrack, tasks: list[asyncio.Task]) -> None:
+    """Cancel the peer's tasks, stop its source track and close the connection."""
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    source.stop()
+    await pc.close()
 
 
 def write_mp4(rec: Recording, path: str, fps: int = 25) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -20,15 +21,17 @@ WEB_DIR = str(Path(__file__).resolve().parent / "web")
 
 
 def _portraits(paths: list[str]) -> tuple[tuple[str, str], ...]:
-    """Image paths -> unique (name, path) pairs; the name is the file stem."""
+    """Image paths -> unique (name, path) pairs; the name is the file stem, other characters than
+    letters, digits, '_' and '-' replaced by '-'."""
     from emote.engine.exceptions import ImageError
     out: list[tuple[str, str]] = []
     for p in paths:
         if not os.path.isfile(p):
             raise ImageError(f"portrait {p!r} does not exist")
-        name, k = Path(p).stem, 2
+        stem = re.sub(r"[^A-Za-z0-9_-]", "-", Path(p).stem)[:60] or "portrait"
+        name, k = stem, 2
         while any(n == name for n, _ in out):
-            name, k = f"{Path(p).stem}-{k}", k + 1
+            name, k = f"{stem}-{k}", k + 1
         out.append((name, os.path.abspath(p)))
     return tuple(out)
 
@@ -40,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_sessions=args.max_sessions, ice_servers=tuple(args.stun),
         ice_addresses=tuple(args.ice_address), portraits=_portraits(args.portrait),
         web_dir=WEB_DIR, size_px=args.size, generator=args.generator, cache_dir=args.cache_dir,
-        margin_ms=args.margin_ms, seed=args.seed)
+        margin_ms=args.margin_ms, seed=args.seed, cors_origins=tuple(args.cors_origin))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run_server(settings)
@@ -63,7 +66,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "none: the embedded default portrait)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8080)
-    s.add_argument("--token", help="access token required by /offer, /ws, /metrics (or EMOTE_TOKEN)")
+    s.add_argument("--token", help="access token required by every route, pages included: open "
+                                   "/?token=TOKEN (or set EMOTE_TOKEN)")
+    s.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let pages of this other site call the API, e.g. https://studio.example.org "
+                        "(default: none; cross-origin requests get 403)")
     s.add_argument("--max-sessions", type=int, default=4)
     s.add_argument("--stun", action="append", default=[], metavar="URL",
                    help="STUN server for peers behind NAT, e.g. stun:stun.example.org:3478 "

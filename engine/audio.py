@@ -103,6 +103,10 @@ class AudioInfo:
     codec: str
 
 
+#: What to do about an audio file that cannot be used (the end of AudioError messages).
+_USE_AUDIO = "use a WAV, MP3, M4A, OGG or FLAC file that plays in a media player"
+
+
 def _open(path: str | os.PathLike) -> tuple[av.container.InputContainer, av.audio.stream.AudioStream]:
     """Open a file and its first audio stream, mapping every failure to a one-line AudioError."""
     p = Path(path)
@@ -111,16 +115,17 @@ def _open(path: str | os.PathLike) -> tuple[av.container.InputContainer, av.audi
     if p.is_dir():
         raise AudioError(f"audio path is a directory, not a file: {p}")
     if p.stat().st_size == 0:
-        raise AudioError(f"audio file is empty (0 bytes): {p}")
+        raise AudioError(f"audio file is empty (0 bytes): {p}: {_USE_AUDIO}")
     try:
         container = av.open(str(p), mode="r")
     except av.error.FFmpegError as e:
-        raise AudioError(f"not a readable audio file (unknown format or corrupt): {p} ({_msg(e)})") from None
+        raise AudioError(f"not a readable audio file (unknown format or corrupt): {p} ({_msg(e)}): "
+                         f"{_USE_AUDIO}") from None
     except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise AudioError(f"cannot open audio file {p}: {e}") from None
+        raise AudioError(f"cannot open audio file {p}: {e}: {_USE_AUDIO}") from None
     if not container.streams.audio:
         container.close()
-        raise AudioError(f"no audio stream in {p}")
+        raise AudioError(f"no audio stream in {p}: {_USE_AUDIO}")
     return container, container.streams.audio[0]
 
 
@@ -180,9 +185,9 @@ def _decoded(path, container, stream, sample_rate_hz: int) -> Iterator[np.ndarra
             for out in resampler.resample(None):
                 yield _mono(out.to_ndarray())
         except av.error.FFmpegError as e:
-            raise AudioError(f"corrupt audio in {path}: {_msg(e)}") from None
+            raise AudioError(f"corrupt audio in {path}: {_msg(e)}: {_USE_AUDIO}") from None
         except ValueError as e:           # e.g. the stream changes format mid-way
-            raise AudioError(f"cannot decode audio in {path}: {e}") from None
+            raise AudioError(f"cannot decode audio in {path}: {e}: {_USE_AUDIO}") from None
 
 
 def _mono(planar: np.ndarray) -> np.ndarray:
@@ -223,7 +228,7 @@ def _blocks(path, chunks: Iterator[np.ndarray], block_samples: int) -> Iterator[
         total += have
         yield sanitize(np.concatenate(pending)).copy()
     if total == 0:
-        raise AudioError(f"zero-length audio (no samples decoded) in {path}")
+        raise AudioError(f"zero-length audio (no samples decoded) in {path}: use a recording that has sound in it")
 
 
 def load_audio(path: str | os.PathLike, sample_rate_hz: int = 16000) -> np.ndarray:

@@ -132,7 +132,7 @@ def read_image(source: str | os.PathLike | np.ndarray) -> tuple[np.ndarray, np.n
         raise ImageError(f"image {path} is a directory, not an image file")
     raw = path.read_bytes()
     if not raw:
-        raise ImageError(f"image {path} is empty (0 bytes)")
+        raise ImageError(f"image {path} is empty (0 bytes): use a JPEG, PNG, WebP, BMP or TIFF photo")
     img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ImageError(f"cannot read {path} as an image: use a JPEG, PNG, WebP, BMP or TIFF file")
@@ -197,6 +197,49 @@ def detect_with_fallbacks(rgb: np.ndarray, lm: L.Landmarker) -> tuple[list[L.Fac
     return [], "none"
 
 
+def detect_in_tiles(rgb: np.ndarray, lm: L.Landmarker, tile_px: tuple[int, ...] = (512, 192)) -> list[L.FaceLandmarks]:
+    """Faces too small for a whole-image pass (under ~1/10 of the image): the landmarker on
+    overlapping square tiles of each side in ``tile_px`` (stride 2/3 of a tile), flat tiles skipped.
+
+    rgb: (H, W, 3) uint8. Returns faces in ``rgb``'s pixels, largest first, one per face (a face
+    seen in several tiles is kept once). Costs one detection per tile: a last resort.
+    """
+    h, w = rgb.shape[:2]
+    found: list[L.FaceLandmarks] = []
+    for side in tile_px:
+        if side >= max(h, w):
+            continue
+        step = max(1, side * 2 // 3)
+        ys = sorted({*range(0, max(h - side, 0) + 1, step), max(h - side, 0)})
+        xs = sorted({*range(0, max(w - side, 0) + 1, step), max(w - side, 0)})
+        for y in ys:
+            for x in xs:
+                tile = rgb[y:y + side, x:x + side]
+                if float(tile.std()) < 4.0:      # a flat background holds no face
+                    continue
+                for f in lm.detect(np.ascontiguousarray(tile)):
+                    pts = f.points.copy()
+                    pts[:, 0] += x
+                    pts[:, 1] += y
+                    face = L.FaceLandmarks(pts, f.blendshapes, f.pose)
+                    c = pts[:, :2].mean(0)
+                    if not any(g.bbox[0] <= c[0] <= g.bbox[2] and g.bbox[1] <= c[1] <= g.bbox[3] for g in found) \
+                            and _confirmed(rgb, face, lm):
+                        found.append(face)
+    return sorted(found, key=lambda f: -f.size_px)
+
+
+def _confirmed(rgb: np.ndarray, face: L.FaceLandmarks, lm: L.Landmarker) -> bool:
+    """A tile's face is found again in a 4x-face-size crop around it, enlarged to 384 px (cats,
+    textures and faces cut by a tile's border mostly are not)."""
+    x0, y0, x1, y1 = face.bbox
+    half = int(2 * face.size_px) + 1
+    pad = cv2.copyMakeBorder(rgb, half, half, half, half, cv2.BORDER_REPLICATE)
+    cx, cy = int((x0 + x1) / 2), int((y0 + y1) / 2)
+    crop = cv2.resize(pad[cy:cy + 2 * half, cx:cx + 2 * half], (384, 384), interpolation=cv2.INTER_CUBIC)
+    return any(abs(g.size_px * 2 * half / 384 - face.size_px) < 0.35 * face.size_px for g in lm.detect(crop))
+
+
 def load_landmarks_file(path: str | os.PathLike) -> np.ndarray:
     """User-supplied landmarks: .npy or .json of (478, 2|3) pixel coordinates in the source image."""
     p = Path(path)
@@ -210,6 +253,17 @@ def load_landmarks_file(path: str | os.PathLike) -> np.ndarray:
     return pts if pts.shape[1] == 3 else np.hstack([pts, np.zeros((len(pts), 1), np.float32)])
 
 
+def _no_face_error(what: str, tile_sizes_px: list[float]) -> FaceNotFoundError:
+    """The error for a photo where no whole-image pass found a face; ``tile_sizes_px`` are the sizes
+    (source pixels, largest first) of faces that only :func:`detect_in_tiles` saw. They only choose
+    the message and are never rendered: a tile pass sometimes sees faces in textures."""
+    if tile_sizes_px and tile_sizes_px[0] < MIN_FACE_PX:
+        return FaceNotFoundError(f"the face in {what} is too small ({tile_sizes_px[0]:.0f} px): use a photo where "
+                                 f"the face is at least {MIN_FACE_PX} px tall, ideally 200 px or more")
+    return FaceNotFoundError(f"no face found in {what}: use a photo with one clearly visible, roughly frontal "
+                             "face (crop a distant shot around the face), or give its landmarks with --landmarks FILE")
+
+
 def _detect_on_source(rgb: np.ndarray, lm: L.Landmarker, what: str) -> tuple[L.FaceLandmarks, list[str]]:
     """Largest face on a copy no bigger than 1024 px, coordinates in the source's pixels."""
     h, w = rgb.shape[:2]
@@ -217,8 +271,7 @@ def _detect_on_source(rgb: np.ndarray, lm: L.Landmarker, what: str) -> tuple[L.F
     small = rgb if scale == 1.0 else cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
     faces, method = detect_with_fallbacks(small, lm)
     if not faces:
-        raise FaceNotFoundError(f"no face found in {what}: use a photo with one clearly visible, roughly frontal "
-                                "face, or give its landmarks with --landmarks FILE")
+        raise _no_face_error(what, [f.size_px / scale for f in detect_in_tiles(small, lm)])
     notes = [f"landmarks: {method}"]
     if len(faces) > 1:
         notes.append(f"{len(faces)} faces found in {what}: using the largest")

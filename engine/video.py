@@ -63,6 +63,18 @@ class VideoSettings:
             raise ConfigError(f"threads must be within 0..64, got {self.threads!r}")
 
 
+def _finite(frame: av.AudioFrame) -> av.AudioFrame:
+    """The frame with NaN and +-Inf samples (a broken float WAV) as 0, as the engine hears them;
+    the AAC encoder refuses them."""
+    x = frame.to_ndarray()
+    if np.isfinite(x).all():
+        return frame
+    out = av.AudioFrame.from_ndarray(np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0),
+                                     format=frame.format.name, layout=frame.layout.name)
+    out.sample_rate = frame.sample_rate
+    return out
+
+
 class _AudioSource:
     """Decodes an audio file lazily and feeds AAC-ready frames (fltp, 1024 samples) to a stream."""
 
@@ -112,6 +124,7 @@ class _AudioSource:
                 frame.pts = None  # the resampler numbers samples itself; source timestamps are ignored
                 out = self._resampler.resample(frame)
             for f in out:
+                f = _finite(f)
                 f.pts = self.samples
                 f.time_base = Fraction(1, self.rate)
                 self.samples += f.samples

@@ -14,8 +14,17 @@ Routes
 * ``GET /api/config`` portraits, ICE servers and fps for the pages.
 * ``GET /`` call page, ``GET /overlay`` OBS overlay, ``/web/*`` their scripts (``web_dir``).
 
-Every route except the pages needs the access token when one is set: ``Authorization: Bearer
-TOKEN`` or ``?token=TOKEN`` (browsers cannot set headers on a WebSocket); 401 otherwise.
+Guards (one middleware, :func:`_guard`, in front of every route, pages and scripts included):
+
+* the access token, when one is set: ``Authorization: Bearer TOKEN``, ``?token=TOKEN`` or the
+  ``emote_token`` cookie, which a page opened with ``?token=`` receives (HttpOnly, SameSite=Strict)
+  so that its scripts, its offer and its WebSocket carry it; 401 otherwise;
+* CORS is off: a request whose ``Origin`` is another site gets 403 unless ``cors_origins`` lists
+  it (then it gets the CORS headers, and preflights are answered);
+* request bodies above ``max_request_bytes`` get 413, WebSocket messages above 4 KiB close it;
+* static files come only from ``web_dir`` (aiohttp refuses ``..``), portraits only by their
+  configured names (``[A-Za-z0-9_-]``); every response says ``nosniff`` and ``no-referrer`` (the
+  token in a page's URL does not leak).
 """
 from __future__ import annotations
 
@@ -24,8 +33,10 @@ import hmac
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 from aiortc import RTCConfiguration, RTCIceServer, RTCSessionDescription
@@ -43,6 +54,8 @@ __all__ = ["ServerSettings", "make_app", "run_server", "PipelineFactory", "STATE
 log = logging.getLogger(__name__)
 
 PipelineFactory = Callable[[str], Any]     # portrait image path -> a fresh pipeline (blocking)
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+COOKIE = "emote_token"
 _CONTROL_RANGES = {"expression_intensity": (0.0, 2.0), "head_motion_speed": (0.0, 3.0)}
 
 
@@ -57,6 +70,8 @@ class ServerSettings:
     ice_addresses: tuple[str, ...] = ()        # restrict ICE candidates, e.g. ("127.0.0.1",)
     max_sessions: int = 4
     token: str | None = None
+    cors_origins: tuple[str, ...] = ()         # other sites' pages allowed to call the API
+    max_request_bytes: int = 65536             # an SDP offer is 3-10 KB
     portraits: tuple[tuple[str, str], ...] = ()
     web_dir: str | None = None
     size_px: int = 512
@@ -69,6 +84,7 @@ class ServerSettings:
     margin_ms: float = 60.0
     gap_fill_ms: float = 200.0          # no audio for this long: fill with silence
     peer_timeout_s: float = 3.0
+    connect_timeout_s: float = 20.0     # an offer whose peer never connects is dropped after this
     low_latency_jitter_buffer: bool = True    # see emote.streaming.jitter
     stats_interval_s: float = 0.5
     session: SessionOptions = field(default=SessionOptions(), compare=False, repr=False)
@@ -87,10 +103,18 @@ class ServerSettings:
         names = [n for n, _ in self.portraits]
         if len(set(names)) != len(names):
             raise ConfigError(f"portrait names must be unique: {names}")
+        bad = [n for n in names if not _NAME.fullmatch(n)]
+        if bad:
+            raise ConfigError(f"portrait names may use only letters, digits, '_' and '-': {bad}")
+        if not 1024 <= self.max_request_bytes <= 1 << 24:
+            raise ConfigError(f"max_request_bytes must be 1024..16777216, got {self.max_request_bytes}")
+        odd = [o for o in self.cors_origins if not re.fullmatch(r"https?://[^/\s]+", o)]
+        if odd:
+            raise ConfigError(f"CORS origins look like https://host[:port], without a path: {odd}")
         object.__setattr__(self, "session", SessionOptions(
             fps=self.fps, hop_frames=self.hop_frames, context_frames=self.context_frames,
             margin_ms=self.margin_ms, gap_fill_ms=self.gap_fill_ms,
-            peer_timeout_s=self.peer_timeout_s,
+            peer_timeout_s=self.peer_timeout_s, connect_timeout_s=self.connect_timeout_s,
             low_latency_jitter_buffer=self.low_latency_jitter_buffer))
 
     @property
@@ -133,13 +157,28 @@ class _Server:
         if tok is None:
             return True
         header = request.headers.get("Authorization", "")
-        given = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
-        return hmac.compare_digest(given.encode(), tok.encode())
+        given = [header[7:] if header.startswith("Bearer ") else "",
+                 request.query.get("token", ""), request.cookies.get(COOKIE, "")]
+        return any(hmac.compare_digest(g.encode(), tok.encode()) for g in given if g)
 
     def _need_auth(self, request: web.Request) -> None:
         if not self.authorized(request):
-            raise web.HTTPUnauthorized(text="missing or wrong access token (Authorization: "
-                                            "Bearer TOKEN, or ?token=TOKEN)")
+            raise web.HTTPUnauthorized(text="missing or wrong access token (open the page as "
+                                            "/?token=TOKEN, or send Authorization: Bearer TOKEN)")
+
+    def cors_headers(self, request: web.Request) -> dict[str, str]:
+        """{} for same-origin requests and those without an Origin; the CORS headers for an
+        allowed origin; 403 for any other site."""
+        origin = request.headers.get("Origin")
+        if origin is None or urlsplit(origin).netloc == request.host:
+            return {}
+        if origin in self.settings.cors_origins:
+            return {"Access-Control-Allow-Origin": origin, "Vary": "Origin",
+                    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                    "Access-Control-Allow-Methods": "GET, POST, OPTIONS"}
+        self.metrics.sessions_rejected.labels("origin").inc()
+        raise web.HTTPForbidden(text=f"cross-origin request from {origin} refused (CORS is off; "
+                                     "emote serve --cors-origin ORIGIN allows a site)")
 
     async def load_pipeline(self, portrait: str) -> Any:
         """Thread mode only: a pipeline made by the factory in this process."""
@@ -157,7 +196,6 @@ class _Server:
 
     # -- routes --------------------------------------------------------------------------------
     async def offer(self, request: web.Request) -> web.Response:
-        self._need_auth(request)
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
@@ -166,7 +204,7 @@ class _Server:
                 not isinstance(body.get("sdp"), str) or not body["sdp"].startswith("v=0"):
             raise web.HTTPBadRequest(text='expected JSON {"sdp": "v=0...", "type": "offer"}')
         portrait = body.get("portrait") or self.default_portrait
-        if portrait not in self.portraits:
+        if not isinstance(portrait, str) or portrait not in self.portraits:
             raise web.HTTPNotFound(text=f"unknown portrait {portrait!r}; known: "
                                         f"{', '.join(self.portraits)}")
         if len(self.sessions) + self._pending >= self.settings.max_sessions:
@@ -201,11 +239,10 @@ class _Server:
         self.sessions.pop(session.sid, None)
 
     async def websocket(self, request: web.Request) -> web.WebSocketResponse:
-        self._need_auth(request)
         session = self.sessions.get(request.query.get("session", ""))
         if session is None:
             raise web.HTTPNotFound(text="no such session (POST /offer first)")
-        ws = web.WebSocketResponse(heartbeat=2.0)
+        ws = web.WebSocketResponse(heartbeat=2.0, max_msg_size=4096)
         await ws.prepare(request)
         pusher = asyncio.create_task(self._push_stats(ws, session), name=f"{session}-stats")
         try:
@@ -253,12 +290,10 @@ class _Server:
         return {"type": "error", "message": f"unknown message type {kind!r}"}
 
     async def metrics_route(self, request: web.Request) -> web.Response:
-        self._need_auth(request)
         return web.Response(body=self.metrics.render(),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def config(self, request: web.Request) -> web.Response:
-        self._need_auth(request)
         return web.json_response({"portraits": list(self.portraits), "fps": self.settings.fps,
                                   "ice_servers": [{"urls": u} for u in self.settings.ice_servers]})
 
@@ -269,6 +304,29 @@ class _Server:
 
 
 STATE = web.AppKey("emote", _Server)      # app[STATE]: sessions, metrics, portraits
+_SAFE = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+
+@web.middleware
+async def _guard(request: web.Request, handler) -> web.StreamResponse:
+    """Origin, then token, for every route (module docstring); security headers on the way out;
+    the token cookie for a page opened with ?token=."""
+    srv = request.app[STATE]
+    cors = srv.cors_headers(request)
+    if request.method == "OPTIONS" and cors:
+        return web.Response(status=204, headers={**cors, "Access-Control-Max-Age": "600"})
+    try:
+        srv._need_auth(request)
+        resp = await handler(request)
+    except web.HTTPException as e:
+        e.headers.update({**_SAFE, **cors})
+        raise
+    if not resp.prepared:
+        resp.headers.update({**_SAFE, **cors})
+        tok = srv.settings.token
+        if tok and request.query.get("token") == tok and request.cookies.get(COOKIE) != tok:
+            resp.set_cookie(COOKIE, tok, httponly=True, samesite="Strict", path="/")
+    return resp
 
 
 def make_app(settings: ServerSettings = ServerSettings(),
@@ -280,7 +338,7 @@ def make_app(settings: ServerSettings = ServerSettings(),
     restrict_ice_addresses(settings.ice_addresses)
     tune_vp8()
     srv = _Server(settings, pipeline_factory)
-    app = web.Application(client_max_size=1 << 20)
+    app = web.Application(client_max_size=settings.max_request_bytes, middlewares=[_guard])
     app[STATE] = srv
     app.router.add_post("/offer", srv.offer)
     app.router.add_get("/ws", srv.websocket)
@@ -288,7 +346,10 @@ def make_app(settings: ServerSettings = ServerSettings(),
     app.router.add_get("/api/config", srv.config)
     if settings.web_dir:
         web_dir = os.path.abspath(settings.web_dir)
-        page = lambda name: (lambda _r: web.FileResponse(os.path.join(web_dir, name)))  # noqa: E731
+        def page(name: str):
+            async def handler(_request: web.Request) -> web.FileResponse:
+                return web.FileResponse(os.path.join(web_dir, name))
+            return handler
         app.router.add_get("/", page("index.html"))
         app.router.add_get("/overlay", page("overlay.html"))
         app.router.add_static("/web/", web_dir)

@@ -28,7 +28,10 @@ wall clock) is dropped, as a jitter buffer drops late packets: the latency canno
 packet (MediaClock.observe).
 
 End: ``close()`` is idempotent; it runs on a closed WebSocket, a failed/closed peer connection,
-an engine error, or no audio from the peer for ``peer_timeout_s`` after it had started sending.
+an engine error, nothing heard from the peer for ``peer_timeout_s`` (neither audio nor the RTCP
+receiver reports that every live receiver sends about once a second about our video: a peer that
+stops sending audio but still watches stays, and its portrait idles; a killed one is gone within
+``peer_timeout_s`` + 0.25 s), or no connection within ``connect_timeout_s``.
 """
 from __future__ import annotations
 
@@ -118,6 +121,8 @@ class Session:
         self.pc: RTCPeerConnection | None = None
         self.created = time.monotonic()
         self.last_audio: float | None = None
+        self.last_heard: float | None = None    # the peer's last RTCP receiver report
+        self._rr_stamps: dict[str, object] = {}
         self.connected_at: float | None = None
         self._filling = False                   # the watchdog is filling a gap with silence
         self.closed = asyncio.Event()
@@ -157,6 +162,7 @@ class Session:
         pc.addTrack(self.audio)
         await pc.setLocalDescription(await pc.createAnswer())
         self._spawn(self._watchdog(), "watchdog")
+        self._spawn(self._listen_reports(), "reports")
         return pc.localDescription
 
     def _tune_jitter_buffer(self, track) -> None:
@@ -226,16 +232,34 @@ class Session:
             if self.clock.t0 is None:                  # waiting in a queue, not missing
                 if self.connected_at is not None and now - self.connected_at > self.opts.start_grace_s:
                     self.clock.start(now)             # connected, but no audio: idle anyway
+                await self._check_peer(now)
                 continue
             lag = (now - self.clock.t0) - self.ring48.written / NET_RATE_HZ
             quiet = now - (self.last_audio or self.clock.t0) > gap_s
             if lag > gap_s and quiet and not loop_late:
                 self._pad(int((lag - tick_s) * NET_RATE_HZ), now)
                 self._filling = True
-            if self.last_audio is not None and now - self.last_audio > self.opts.peer_timeout_s:
-                await self.close("no audio from the peer")
-            elif self.last_audio is None and now - self.created > self.opts.connect_timeout_s:
-                await self.close("the peer never sent audio")
+            await self._check_peer(now)
+
+    async def _check_peer(self, now: float) -> None:
+        if self.connected_at is None:
+            if now - self.created > self.opts.connect_timeout_s:
+                await self.close("the peer never connected")
+            return
+        heard = max(t for t in (self.connected_at, self.last_audio, self.last_heard) if t is not None)
+        if now - heard > self.opts.peer_timeout_s:
+            await self.close(f"nothing heard from the peer for {now - heard:.1f} s")
+
+    async def _listen_reports(self, tick_s: float = 0.25) -> None:
+        """Note when the peer's latest RTCP receiver report about our tracks arrived (aiortc keeps
+        it as the sender's ``remote-inbound-rtp`` stats, stamped on arrival)."""
+        while not self.closed.is_set() and self.pc is not None:
+            await asyncio.sleep(tick_s)
+            for sender in self.pc.getSenders():
+                for st in (await sender.getStats()).values():
+                    if st.type == "remote-inbound-rtp" and self._rr_stamps.get(st.id) != st.timestamp:
+                        self._rr_stamps[st.id] = st.timestamp
+                        self.last_heard = time.monotonic()
 
     # -- output --------------------------------------------------------------------------------
     def _on_frames(self, batch: FrameBatch) -> None:

@@ -239,3 +239,227 @@ def test_settings_are_validated():
     s = ServerSettings()
     assert (s.host, s.port, s.ice_servers) == ("127.0.0.1", 8080, ())
     assert s.rtc_configuration().iceServers == []
+
+
+# -- hardening (issue 7) ---------------------------------------------------------------------------
+def _web_dir() -> str:
+    from emote.clients.serve_cmd import WEB_DIR
+    return WEB_DIR
+
+
+def test_token_guards_pages_and_scripts_and_a_page_gets_a_cookie():
+    async def go():
+        runner, url, app = await start_server(token=TOKEN, web_dir=_web_dir())
+        out = {}
+        try:
+            async with aiohttp.ClientSession() as http:          # no cookie jar for IPs: nothing kept
+                for path in ("/", "/overlay", "/web/emote.js", "/api/config"):
+                    async with http.get(url + path) as r:
+                        out[path] = r.status
+                async with http.get(url + f"/?token={TOKEN}") as r:
+                    out["page"] = r.status
+                    cookie = r.headers.get("Set-Cookie", "")
+                    out["nosniff"] = r.headers.get("X-Content-Type-Options")
+                    out["referrer"] = r.headers.get("Referrer-Policy")
+            jar = aiohttp.CookieJar(unsafe=True)                  # as a browser keeps it
+            async with aiohttp.ClientSession(cookie_jar=jar) as http:
+                async with http.get(url + f"/overlay?token={TOKEN}") as r:
+                    out["overlay"] = r.status
+                async with http.get(url + "/web/emote.js") as r:   # the page's script, by cookie
+                    out["script"] = r.status
+                async with http.get(url + "/api/config") as r:
+                    out["config"] = r.status
+        finally:
+            await runner.cleanup()
+        return out, cookie
+    out, cookie = asyncio.run(go())
+    assert all(out[p] == 401 for p in ("/", "/overlay", "/web/emote.js", "/api/config")), out
+    assert out["page"] == out["overlay"] == out["script"] == out["config"] == 200, out
+    assert "emote_token=" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert out["nosniff"] == "nosniff" and out["referrer"] == "no-referrer"
+
+
+def test_cors_is_off_unless_an_origin_is_allowed():
+    async def go():
+        runner, url, app = await start_server(web_dir=_web_dir(), cors_origins=("http://studio.example",))
+        out = {}
+        try:
+            async with aiohttp.ClientSession() as http:
+                evil = {"Origin": "http://evil.example"}
+                async with http.post(url + "/offer", json={"type": "offer"}, headers=evil) as r:
+                    out["evil-offer"] = (r.status, r.headers.get("Access-Control-Allow-Origin"), await r.text())
+                async with http.options(url + "/offer", headers={**evil, "Access-Control-Request-Method": "POST"}) as r:
+                    out["evil-preflight"] = (r.status, r.headers.get("Access-Control-Allow-Origin"))
+                async with http.get(url + "/ws?session=x", headers=evil) as r:       # cross-site WebSocket
+                    out["evil-ws"] = r.status
+                same = {"Origin": url}
+                async with http.post(url + "/offer", json={"type": "offer"}, headers=same) as r:
+                    out["same"] = (r.status, r.headers.get("Access-Control-Allow-Origin"))
+                ok = {"Origin": "http://studio.example"}
+                async with http.options(url + "/offer", headers={**ok, "Access-Control-Request-Method": "POST"}) as r:
+                    out["ok-preflight"] = (r.status, r.headers.get("Access-Control-Allow-Origin"))
+                async with http.get(url + "/api/config", headers=ok) as r:
+                    out["ok-get"] = (r.status, r.headers.get("Access-Control-Allow-Origin"))
+        finally:
+            await runner.cleanup()
+        return out
+    out = asyncio.run(go())
+    assert out["evil-offer"][:2] == (403, None) and "CORS" in out["evil-offer"][2]
+    assert out["evil-preflight"] == (403, None) and out["evil-ws"] == 403
+    assert out["same"] == (400, None)                  # same origin: through to the handler
+    assert out["ok-preflight"] == (204, "http://studio.example")
+    assert out["ok-get"] == (200, "http://studio.example")
+
+
+def test_size_limits_path_traversal_and_portrait_names():
+    async def go():
+        runner, url, app = await start_server(web_dir=_web_dir())
+        out = {}
+        try:
+            async with aiohttp.ClientSession() as http:
+                big = json.dumps({"type": "offer", "sdp": "v=0\r\n" + "a=x\r\n" * 40000})
+                async with http.post(url + "/offer", data=big, headers={"Content-Type": "application/json"}) as r:
+                    out["big"] = r.status
+                for i, raw in enumerate(["/web/../server.py", "/web/%2e%2e/streaming/server.py",
+                                         "/web/..%2f..%2fpyproject.toml", "/web//etc/passwd",
+                                         "/web/%2fetc%2fpasswd"]):
+                    async with http.get(url + raw, allow_redirects=False) as r:
+                        body = await r.read()
+                        out[f"trav{i}"] = (r.status, b"import" in body or b"root:" in body or b"[project" in body)
+                sdp = await _offer_sdp()
+                for i, name in enumerate(["../../etc/passwd", ["a"], {"x": 1}, 7]):
+                    async with http.post(url + "/offer", json={"type": "offer", "sdp": sdp, "portrait": name}) as r:
+                        out[f"name{i}"] = r.status
+            rec = await run_client(_client(url), FileAudioTrack(TONE))   # still serving
+            out["frames"] = len(rec.video)
+        finally:
+            await runner.cleanup()
+        return out
+    out = asyncio.run(go())
+    assert out["big"] == 413
+    trav = [v for k, v in out.items() if k.startswith("trav")]
+    assert len(trav) == 5 and all(s in (403, 404) and not leaked for s, leaked in trav), out
+    assert out["name0"] == 404 and all(out[f"name{i}"] in (400, 404) for i in range(1, 4)), out
+    assert out["frames"] > 20
+    with pytest.raises(ConfigError):
+        ServerSettings(portraits=(("../x", "a.jpg"),))
+
+
+def test_an_oversized_websocket_message_closes_its_channel_and_harms_no_other_session():
+    async def go():
+        runner, url, app = await start_server(stats_interval_s=0.2)
+        try:
+            other = asyncio.create_task(run_client(_client(url, seconds=3.0, portrait="b"), FileAudioTrack(TONE)))
+            victim = asyncio.create_task(run_client(_client(url, seconds=3.0, control_channel=False,
+                                                            portrait="a"), FileAudioTrack(TONE)))
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                mine = [s for s in app.sessions.values() if s.portrait == "a"]
+                if mine:
+                    break
+            async with aiohttp.ClientSession() as http:
+                async with http.ws_connect(url + f"/ws?session={mine[0].sid}") as ws:
+                    await ws.send_str(json.dumps({"type": "controls", "pad": "x" * 20000}))
+                    msg = await ws.receive(timeout=5)
+                    while msg.type == aiohttp.WSMsgType.TEXT:
+                        msg = await ws.receive(timeout=5)
+                    code = ws.close_code
+            rec_other, _ = await asyncio.gather(other, victim)
+        finally:
+            await runner.cleanup()
+        return code, rec_other
+    code, rec = asyncio.run(go())
+    assert code == 1009                                 # "message too big"
+    assert len(rec.video) > 60                          # the other call went on for its 3 s
+
+
+class _StoppingTrack(FileAudioTrack):
+    """Sends its samples, then stops sending audio altogether (the track ends)."""
+
+    async def recv(self):
+        from aiortc.mediastreams import MediaStreamError
+        if self._n * 960 >= len(self.samples):
+            raise MediaStreamError
+        return await super().recv()
+
+
+def test_a_peer_that_stops_sending_audio_keeps_its_session_and_the_portrait_idles():
+    async def go():
+        runner, url, app = await start_server(peer_timeout_s=2.5)     # receiver reports come every 0.5-1.5 s
+        try:
+            task = asyncio.create_task(run_client(_client(url, seconds=6.5), _StoppingTrack(TONE[:48000])))
+            await asyncio.sleep(5.0)
+            sessions = list(app.sessions.values())
+            open_then = [not s.closed.is_set() for s in sessions]
+            padded = sessions[0].counters["padded_s"] if sessions else 0.0
+            rec = await task
+        finally:
+            await runner.cleanup()
+        return sessions, open_then, padded, rec
+    sessions, open_then, padded, rec = asyncio.run(go())
+    assert open_then == [True], sessions[0].close_reason  # > 3.5 s without audio, peer timeout 2.5 s
+    assert padded > 2.5                                 # the silence was filled: the portrait idles
+    from streaming_fakes import mouth_opening
+    late = [mouth_opening(f) for _, t, f in rec.video[-40:]]
+    assert len(rec.video) > 140 and max(late) < 0.05    # frames kept coming, mouth at rest
+
+
+def test_a_peer_that_never_connects_is_dropped_after_the_connect_timeout():
+    async def go():
+        runner, url, app = await start_server(connect_timeout_s=1.0)
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.post(url + "/offer", json={"type": "offer", "sdp": await _offer_sdp()}) as r:
+                    status = r.status
+            opened = len(app.sessions)
+            t = time.monotonic()
+            while app.sessions and time.monotonic() - t < 5:
+                await asyncio.sleep(0.05)
+            return status, opened, time.monotonic() - t, len(app.sessions)
+        finally:
+            await runner.cleanup()
+    status, opened, took, left = asyncio.run(go())
+    assert status == 200 and opened == 1 and left == 0 and took < 2.5, (status, opened, took, left)
+
+
+class _FailingPipeline:
+    """A FakePipeline whose engine raises after ``after`` frames (a bug inside one session's engine)."""
+
+    def __init__(self, after: int = 20) -> None:
+        from streaming_fakes import FakePipeline
+        self.inner, self.after = FakePipeline(shade=90), after
+        self.latency_frames = self.inner.latency_frames
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def pull(self):
+        frames = self.inner.pull()
+        if self.inner._next > self.after:
+            raise RuntimeError("injected engine fault")
+        return frames
+
+
+def test_an_engine_exception_ends_only_its_own_session_with_a_logged_error(caplog):
+    from streaming_fakes import FakePipeline
+
+    def factory(path):
+        return _FailingPipeline() if path == "b.jpg" else FakePipeline(shade=180)
+
+    async def go():
+        runner, url, app = await start_server(factory=factory)
+        closed = []
+        try:
+            a = asyncio.create_task(run_client(_client(url, seconds=3.0, portrait="a"), FileAudioTrack(TONE)))
+            b = asyncio.create_task(run_client(_client(url, seconds=3.0, portrait="b"), FileAudioTrack(TONE)))
+            await asyncio.sleep(1.5)
+            closed = [s for s in app.sessions.values() if s.portrait == "b"]
+            ra, rb = await asyncio.gather(a, b)
+        finally:
+            await runner.cleanup()
+        return ra, rb, closed
+    with caplog.at_level("ERROR", logger="emote.streaming.session"):
+        ra, rb, closed_b = asyncio.run(go())
+    assert len(ra.video) > 60                          # a's call went on for its 3 s
+    assert len(rb.video) < 45                           # b's ended early ...
+    assert any("injected engine fault" in r.getMessage() for r in caplog.records)   # ... with the error logged

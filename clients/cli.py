@@ -27,6 +27,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
+from emote.engine.expression import EMOTIONS, GAZE_MODES
 from emote.engine.generator import DEFAULT_GENERATOR, available_generators
 
 __all__ = ["main", "build_parser", "avatar_settings", "pipeline_settings", "COMMAND_MODULES"]
@@ -87,6 +88,19 @@ def _add_render_flags(p: argparse.ArgumentParser) -> None:
                    help=f"motion generator: {', '.join(available_generators())} (default {DEFAULT_GENERATOR})")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (it is shown only when stderr is a terminal anyway)")
+    g = p.add_argument_group("expression controls (the same as the live server's /ws controls)")
+    g.add_argument("--emotion", default="neutral", choices=list(EMOTIONS),
+                   help="emotion preset added to the speech motion (default neutral)")
+    g.add_argument("--expression", type=float, default=1.0, metavar="X",
+                   help="expression intensity 0..2: brows, smile, emotion strength (default 1)")
+    g.add_argument("--head-speed", type=float, default=1.0, metavar="X",
+                   help="head-motion speed 0..2 (default 1)")
+    g.add_argument("--head-amplitude", type=float, default=1.0, metavar="X",
+                   help="head-motion amplitude 0..2; 0 keeps the head still (default 1)")
+    g.add_argument("--gaze", default="wander", choices=list(GAZE_MODES),
+                   help="eyes wander (default) or look at the camera")
+    g.add_argument("--blink-rate", type=float, default=None, metavar="PER_MIN",
+                   help="blinks per minute 0..60 (default: the motion generator's own blinks)")
 
 
 def avatar_settings(args: argparse.Namespace):
@@ -99,9 +113,15 @@ def avatar_settings(args: argparse.Namespace):
 def pipeline_settings(args: argparse.Namespace):
     """The flags of `render` / `demo` -> PipelineSettings."""
     from emote.engine.pipeline import PipelineSettings
+    from emote.engine.expression import ExpressionSettings
     return PipelineSettings(size_px=args.size, fps=args.fps, seed=args.seed, generator=args.generator,
                             cache_dir=args.cache_dir, landmarker_model=args.landmarker_model,
-                            landmarks_file=args.landmarks)
+                            landmarks_file=args.landmarks,
+                            expression=ExpressionSettings(emotion=args.emotion, gaze=args.gaze,
+                                                          blink_rate_per_min=args.blink_rate),
+                            controls=(("expression_intensity", args.expression),
+                                      ("head_motion_speed", args.head_speed),
+                                      ("head_motion_amplitude", args.head_amplitude)))
 
 
 # --------------------------------------------------------------------------- checks shared by commands

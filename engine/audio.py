@@ -107,6 +107,9 @@ class AudioInfo:
 _USE_AUDIO = "use a WAV, MP3, M4A, OGG or FLAC file that plays in a media player"
 
 
+MIN_RATE_HZ, MAX_RATE_HZ = 2000, 768000   # real audio; a damaged header's 1 Hz would expand 16000-fold
+
+
 def _open(path: str | os.PathLike) -> tuple[av.container.InputContainer, av.audio.stream.AudioStream]:
     """Open a file and its first audio stream, mapping every failure to a one-line AudioError."""
     p = Path(path)
@@ -126,7 +129,13 @@ def _open(path: str | os.PathLike) -> tuple[av.container.InputContainer, av.audi
     if not container.streams.audio:
         container.close()
         raise AudioError(f"no audio stream in {p}: {_USE_AUDIO}")
-    return container, container.streams.audio[0]
+    stream = container.streams.audio[0]
+    rate = int(stream.codec_context.sample_rate or stream.rate or 0)
+    if rate and not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
+        container.close()
+        raise AudioError(f"{p} says its sample rate is {rate} Hz (audio is {MIN_RATE_HZ}..{MAX_RATE_HZ} Hz): "
+                         f"the file is damaged: {_USE_AUDIO}")
+    return container, stream
 
 
 def _msg(e: BaseException) -> str:
@@ -172,27 +181,30 @@ def sanitize(samples: np.ndarray) -> np.ndarray:
 def _decoded(path, container, stream, sample_rate_hz: int) -> Iterator[np.ndarray]:
     """Resampled float32 mono arrays of whatever size the decoder yields (closes the container).
 
-    swresample converts to planar float at ``sample_rate_hz`` keeping the channels; the channels
+    swresample converts to packed float at ``sample_rate_hz`` keeping the channels; the channels
     are then averaged (swresample's own stereo->mono matrix adds them at -3 dB, which would lift
     a dual-mono file by 3 dB and clip loud ones).
     """
-    resampler = av.AudioResampler(format="fltp", rate=int(sample_rate_hz))
+    resampler = av.AudioResampler(format="flt", rate=int(sample_rate_hz))
     with container:
         try:
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
-                    yield _mono(out.to_ndarray())
+                    yield _mono(out)
             for out in resampler.resample(None):
-                yield _mono(out.to_ndarray())
+                yield _mono(out)
         except av.error.FFmpegError as e:
             raise AudioError(f"corrupt audio in {path}: {_msg(e)}: {_USE_AUDIO}") from None
         except ValueError as e:           # e.g. the stream changes format mid-way
             raise AudioError(f"cannot decode audio in {path}: {e}: {_USE_AUDIO}") from None
 
 
-def _mono(planar: np.ndarray) -> np.ndarray:
-    """(channels, n) float32 -> (n,) float32, the mean of the channels."""
-    return planar[0] if planar.shape[0] == 1 else planar.mean(axis=0, dtype=np.float32)
+def _mono(frame: av.AudioFrame) -> np.ndarray:
+    """A packed float frame -> (n,) float32, the mean of its channels. (Packed, not planar: PyAV's
+    planar to_ndarray crashes on 8 or more channels.)"""
+    ch = frame.layout.nb_channels
+    x = np.frombuffer(bytes(frame.planes[0]), np.float32)[:frame.samples * ch].reshape(frame.samples, ch)
+    return x[:, 0].copy() if ch == 1 else x.mean(axis=1, dtype=np.float32)
 
 
 def iter_audio(path: str | os.PathLike, sample_rate_hz: int = 16000,

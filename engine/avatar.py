@@ -116,11 +116,16 @@ class Avatar:
 # ---------------------------------------------------------------- reading
 
 def read_image(source: str | os.PathLike | np.ndarray) -> tuple[np.ndarray, np.ndarray | None, bytes]:
-    """Image file or array -> (RGB uint8, alpha uint8 or None, bytes to hash)."""
+    """Image file or array -> (RGB uint8 (H, W, 3), alpha uint8 (H, W) or None, bytes to hash).
+
+    Arrays: uint8 (H, W), (H, W, 3) RGB or (H, W, 4) RGBA. Files: whatever OpenCV decodes; 16-bit,
+    signed and floating-point samples (TIFF, PNG-16, PFM, HDR) are brought to 8 bits."""
     if isinstance(source, np.ndarray):
         arr = np.ascontiguousarray(source)
-        if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
-            raise ImageError(f"image array must be uint8 (H, W[, 3|4]), got {arr.dtype} {arr.shape}")
+        if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)) \
+                or min(arr.shape[:2], default=0) < 1:
+            raise ImageError(f"image array must be uint8 (H, W), (H, W, 3) RGB or (H, W, 4) RGBA with H, W >= 1, "
+                             f"got {arr.dtype} {arr.shape}")
         raw = arr.tobytes() + str(arr.shape).encode()
         bgr_like = arr if arr.ndim == 3 else np.repeat(arr[..., None], 3, 2)
         rgb, alpha = bgr_like[..., :3], (bgr_like[..., 3] if bgr_like.shape[2] == 4 else None)
@@ -133,16 +138,55 @@ def read_image(source: str | os.PathLike | np.ndarray) -> tuple[np.ndarray, np.n
     raw = path.read_bytes()
     if not raw:
         raise ImageError(f"image {path} is empty (0 bytes): use a JPEG, PNG, WebP, BMP or TIFF photo")
-    img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None:
+    _check_png_chunks(raw, path)
+    try:
+        img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        img = None
+    if img is None or img.size == 0:
         raise ImageError(f"cannot read {path} as an image: use a JPEG, PNG, WebP, BMP or TIFF file")
-    if img.dtype == np.uint16:
-        img = (img >> 8).astype(np.uint8)
+    img = _to_uint8(img)
     if img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.shape[2] not in (3, 4):
+        raise ImageError(f"{path} has {img.shape[2]} channels: use an RGB or RGBA image")
     alpha = img[..., 3].copy() if img.shape[2] == 4 else None
     rgb = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
     return rgb, alpha, raw
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    """Decoded samples of any depth -> uint8: 16-bit shifted; other integers clipped at 0 and, above
+    the 8-bit range, scaled by their 99.5th percentile; floats (0..1, HDR above that) likewise."""
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        return (img >> 8).astype(np.uint8)
+    x = img.astype(np.float32)
+    if img.dtype.kind in "iu":                  # signed or wide ints: negatives are 0, 8-bit range kept
+        x = np.maximum(x, 0.0)
+        top = float(np.percentile(x, 99.5)) if x.size else 255.0
+        x = x / (top if top > 255.0 else 255.0)
+    else:
+        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+        top = float(np.percentile(x, 99.5)) if x.size else 1.0
+        x = x / top if top > 1.0 else x
+    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _check_png_chunks(raw: bytes, path: Path) -> None:
+    """A PNG whose chunk says it is longer than the file is truncated or damaged; OpenCV's decoder
+    would allocate the declared length first (up to 4 GB)."""
+    if not raw.startswith(b"\x89PNG\r\n\x1a\n"):
+        return
+    pos = 8
+    while pos + 8 <= len(raw):
+        length = int.from_bytes(raw[pos:pos + 4], "big")
+        if pos + 12 + length > len(raw):
+            raise ImageError(f"{path} is a damaged or truncated PNG: open and save it again, or use a JPEG")
+        if raw[pos + 4:pos + 8] == b"IEND":
+            return
+        pos += 12 + length
 
 
 # ---------------------------------------------------------------- cropping
@@ -178,6 +222,8 @@ def _variants(rgb: np.ndarray):
     if max(h, w) < 900:
         k = 2.0
         yield "upscaled", cv2.resize(contrast, None, fx=k, fy=k, interpolation=cv2.INTER_CUBIC), k, (0, 0)
+    k = 2 * round(max(h, w) / 128) + 1          # pencil hatching hides a drawn face from the
+    yield "smoothed", cv2.medianBlur(contrast, max(3, k)), 1.0, (0, 0)   # detector; a median blur removes it
     gray = cv2.cvtColor(cv2.cvtColor(contrast, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
     yield "grayscale", cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=fill), 1.0, (pad, pad)
 

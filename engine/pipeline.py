@@ -8,7 +8,9 @@
         ...
 
 Stages (each a small callable owned here; this class only orchestrates):
-engine.audio.FeatureStream -> engine.generator (motion) -> engine.renderer.Renderer (frames).
+engine.audio.FeatureStream -> engine.generator (motion) -> engine.expression.ExpressionStage
+(emotion, gaze, blinks) -> engine.renderer.Renderer (frames; with ``alpha`` or ``background_rgb``
+also the person's matte from engine.matte, warped with the head).
 Frame i covers audio samples [i * spf, (i + 1) * spf) with spf = sample_rate_hz / fps.
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,9 @@ from . import motion as M
 from .audio import AudioSettings, FeatureStream, iter_audio, probe_audio
 from .avatar import Avatar, AvatarSettings, prepare
 from .exceptions import ConfigError
+from .expression import EXPRESSION_CONTROLS, ExpressionSettings, ExpressionStage
 from .generator import DEFAULT_GENERATOR, MotionGenerator, make_generator
+from .matte import over_background
 from .renderer import Renderer, RendererSettings
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,10 @@ class PipelineSettings:
     landmarker_model: str | None = None
     landmarks_file: str | None = None   # user-supplied landmarks when the landmarker cannot find the face
     sample_rate_hz: int = 16000
+    alpha: bool = False                 # frames carry the person's matte (overlays, WebM with alpha)
+    background_rgb: tuple[int, int, int] | None = None   # composite over this colour (chroma key)
+    expression: ExpressionSettings = ExpressionSettings()  # emotion, gaze, blink rate at the start
+    controls: tuple[tuple[str, float], ...] = ()   # generator controls at the start, e.g. (("head_motion_speed", 1.5),)
 
     def __post_init__(self) -> None:
         if self.fps not in (20, 25, 30, 40, 50):
@@ -53,6 +61,11 @@ class PipelineSettings:
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
         AvatarSettings(size_px=self.size_px)  # validates size_px
+        if self.background_rgb is not None and (len(self.background_rgb) != 3 or
+                                                not all(0 <= int(v) <= 255 for v in self.background_rgb)):
+            raise ConfigError(f"background_rgb must be three values 0..255, got {self.background_rgb!r}")
+        if not isinstance(self.expression, ExpressionSettings):
+            raise ConfigError("expression must be an ExpressionSettings")
 
     @property
     def avatar(self) -> AvatarSettings:
@@ -71,6 +84,7 @@ class Frame:
     index: int
     rgb: np.ndarray       # (S, S, 3) uint8
     motion: np.ndarray    # (C,) float32, engine.motion channels
+    alpha: np.ndarray | None = None   # (S, S) uint8 person matte (PipelineSettings.alpha), else None
 
 
 class PortraitPipeline:
@@ -83,7 +97,13 @@ class PortraitPipeline:
         self.features = FeatureStream(settings.audio)
         self.generator = generator or make_generator(settings.generator, fps=float(settings.fps), seed=settings.seed)
         self.generator.reset(settings.seed)
-        self.renderer = Renderer(avatar, renderer_settings)
+        self.expression = ExpressionStage(replace(settings.expression, fps=float(settings.fps), seed=settings.seed))
+        self.set_controls(**dict(settings.controls))
+        matte = None
+        if settings.alpha or settings.background_rgb is not None:
+            from .matte import person_matte
+            matte = person_matte(avatar)
+        self.renderer = Renderer(avatar, renderer_settings, matte=matte)
         self.timings: dict[str, float] = {"features": 0.0, "motion": 0.0, "render": 0.0}
         self._next = 0
         self._finished = False
@@ -107,9 +127,17 @@ class PortraitPipeline:
     def frames_out(self) -> int:
         return self._next
 
-    def set_controls(self, **controls: float) -> None:
-        """Live controls (expression_intensity, head_motion_speed, ...), passed to the motion generator."""
-        self.generator.set_controls(**controls)
+    def set_controls(self, **controls) -> None:
+        """Live controls: the generator's (expression_intensity, head_motion_speed,
+        head_motion_amplitude: engine.generator.CONTROLS) and the expression stage's (emotion,
+        gaze, blink_rate_per_min: engine.expression). All are checked before any is applied."""
+        expr = {k: v for k, v in controls.items() if k in EXPRESSION_CONTROLS}
+        gen = {k: v for k, v in controls.items() if k not in EXPRESSION_CONTROLS}
+        if "expression_intensity" in gen:
+            expr["expression_intensity"] = gen["expression_intensity"]
+        self.expression.check(**expr)             # raises ConfigError before anything changes
+        self.generator.set_controls(**gen)
+        self.expression.set_controls(**expr)
 
     def push(self, samples: np.ndarray) -> None:
         """samples: (n,) float32 mono at settings.sample_rate_hz, any n."""
@@ -121,11 +149,20 @@ class PortraitPipeline:
 
     def _render(self, motion: np.ndarray) -> list[Frame]:
         out = []
+        bg = self.settings.background_rgb
         for row in motion:
             t = time.perf_counter()
-            rgb = self.renderer(row)
+            alpha = None
+            if self.settings.alpha or bg is not None:
+                rgba = self.renderer.rgba(row)
+                rgb, alpha = np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
+                if bg is not None:
+                    rgb = over_background(rgb, alpha.astype(np.float32) / 255.0, bg)
+                    alpha = alpha if self.settings.alpha else None
+            else:
+                rgb = self.renderer(row)
             self.timings["render"] = (time.perf_counter() - t) * 1e3
-            out.append(Frame(self._next, rgb, row))
+            out.append(Frame(self._next, rgb, row, alpha))
             self._next += 1
         return out
 
@@ -134,8 +171,9 @@ class PortraitPipeline:
         if len(feats):
             self.generator.push(feats)
         rows = self.generator.finish() if final else self.generator.pull()
+        rows = self.expression(M.clip(rows)) if len(rows) else np.zeros((0, M.NUM_CHANNELS), np.float32)
         self.timings["motion"] = (time.perf_counter() - t) * 1e3
-        return M.clip(rows) if len(rows) else np.zeros((0, M.NUM_CHANNELS), np.float32)
+        return rows
 
     def pull(self) -> list[Frame]:
         """Frames that are ready, in order (possibly none)."""

@@ -180,7 +180,9 @@ class Renderer:
     """
 
     def __init__(self, avatar: Avatar, settings: RendererSettings = RendererSettings(),
-                 rig_settings: RigSettings = RigSettings()) -> None:
+                 rig_settings: RigSettings = RigSettings(), matte: np.ndarray | None = None) -> None:
+        """``matte``: (S, S) float32 0..1 person matte (engine.matte), warped with the head for
+        :meth:`rgba`; None: RGB only."""
         self.avatar, self.s = avatar, settings
         self.rig = Rig(avatar, rig_settings)
         S = avatar.size_px
@@ -193,12 +195,32 @@ class Renderer:
         self.eyelids = EyelidPainter(avatar, self.rig)
         self.head_mask = self.warp.full_mask((S, S))   # (S, S) bool: the only pixels that ever change
         self._ref = np.ascontiguousarray(avatar.image)
+        self._ref4 = None
+        if matte is not None:
+            a = np.clip(np.asarray(matte, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            if a.shape != (S, S):
+                raise ConfigError(f"matte must be ({S}, {S}), got {a.shape}")
+            self._ref4 = np.ascontiguousarray(np.dstack([avatar.image, a]))
 
-    def __call__(self, motion: np.ndarray) -> np.ndarray:
-        d = self.rig.displacement(motion)
-        frame = self.warp.warp(self._ref, d)
+    def _paint(self, frame: np.ndarray, d: np.ndarray) -> None:
         verts = self.rig.vertices[:, :2] + d
         if self.s.mouth_interior:
             self.mouth.paint(frame, verts)
         self.eyelids.paint(frame, verts)
+
+    def __call__(self, motion: np.ndarray) -> np.ndarray:
+        d = self.rig.displacement(motion)
+        frame = self.warp.warp(self._ref, d)
+        self._paint(frame, d)
         return frame
+
+    def rgba(self, motion: np.ndarray) -> np.ndarray:
+        """motion (C,) -> (S, S, 4) uint8 RGBA: the frame and the matte, warped together."""
+        if self._ref4 is None:
+            raise ConfigError("this renderer was made without a matte: Renderer(avatar, matte=...)")
+        d = self.rig.displacement(motion)
+        f4 = self.warp.warp(self._ref4, d)
+        frame = np.ascontiguousarray(f4[..., :3])
+        self._paint(frame, d)
+        f4[..., :3] = frame
+        return f4

@@ -42,6 +42,7 @@ from aiohttp import WSMsgType, web
 from aiortc import RTCConfiguration, RTCIceServer, RTCSessionDescription
 
 from emote.engine.exceptions import ConfigError, EmoteError
+from emote.engine.expression import EMOTIONS, GAZE_MODES
 from emote.engine.generator import DEFAULT_GENERATOR
 from emote.streaming.encoding import tune_vp8
 from emote.streaming.ice import filter_sdp_candidates, restrict_ice_addresses
@@ -56,7 +57,9 @@ log = logging.getLogger(__name__)
 PipelineFactory = Callable[[str], Any]     # portrait image path -> a fresh pipeline (blocking)
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 COOKIE = "emote_token"
-_CONTROL_RANGES = {"expression_intensity": (0.0, 2.0), "head_motion_speed": (0.0, 3.0)}
+_CONTROL_RANGES = {"expression_intensity": (0.0, 2.0), "head_motion_speed": (0.0, 2.0),
+                   "head_motion_amplitude": (0.0, 2.0), "blink_rate_per_min": (0.0, 60.0)}
+_CONTROL_CHOICES = {"emotion": tuple(EMOTIONS), "gaze": GAZE_MODES}
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,23 @@ def _portraits(settings: ServerSettings) -> dict[str, str]:
         return dict(settings.portraits)
     from emote.engine.resources import default_portrait_path
     return {"default": str(default_portrait_path())}
+
+
+def _parse_controls(msg: dict) -> tuple[dict, str | None]:
+    """A /ws controls message -> (controls, None) or ({}, what is wrong)."""
+    known = set(_CONTROL_RANGES) | set(_CONTROL_CHOICES) | {"type"}
+    if set(msg) - known:
+        return {}, f"unknown controls {sorted(set(msg) - known)}; known: {sorted(known - {'type'})}"
+    try:
+        controls = {k: float(msg[k]) for k in _CONTROL_RANGES if k in msg}
+    except (TypeError, ValueError):
+        return {}, f"numeric controls must be numbers: {sorted(_CONTROL_RANGES)}"
+    bad = [k for k, v in controls.items() if not _CONTROL_RANGES[k][0] <= v <= _CONTROL_RANGES[k][1]]
+    bad += [k for k, opts in _CONTROL_CHOICES.items() if k in msg and msg[k] not in opts]
+    if bad:
+        return {}, f"out of range: {bad}; ranges {_CONTROL_RANGES}, choices {_CONTROL_CHOICES}"
+    controls.update({k: msg[k] for k in _CONTROL_CHOICES if k in msg})
+    return controls, None
 
 
 class _Server:
@@ -270,14 +290,9 @@ class _Server:
         except (ValueError, KeyError, TypeError):
             return {"type": "error", "message": 'expected JSON with a "type"'}
         if kind == "controls":
-            try:
-                controls = {k: float(msg[k]) for k in _CONTROL_RANGES if k in msg}
-            except (TypeError, ValueError):
-                return {"type": "error", "message": "controls must be numbers"}
-            bad = [k for k, v in controls.items()
-                   if not _CONTROL_RANGES[k][0] <= v <= _CONTROL_RANGES[k][1]]
-            if bad:
-                return {"type": "error", "message": f"out of range: {bad}; ranges {_CONTROL_RANGES}"}
+            controls, error = _parse_controls(msg)
+            if error:
+                return {"type": "error", "message": error}
             session.set_controls(**controls)
             return {"type": "controls", **controls}
         if kind == "portrait":

@@ -286,3 +286,237 @@ def test_pitch_of_male_and_female_speech(tmp_path):
         assert np.mean(f0[voiced] > 0) > 0.8                  # pitch found on most voiced frames
         med[voice] = np.median(f0[f0 > 0])
     assert 80 < med["en"] < 150 and 170 < med["en+f3"] < 320
+
+
+# ------------------------------------------------------------------------------------------
+# fuzzing the file readers (issue 7): every file gives finite float32 mono at 16 kHz or an
+# AudioError / InputFileError, never another exception, a hang or a crash
+# ------------------------------------------------------------------------------------------
+
+import os
+import signal
+import time
+import traceback
+
+from emote.engine.exceptions import InputFileError
+
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ_LIMIT_S = 8.0           # one load + iterate of a < 64 KiB file longer than this counts as a hang
+FUZZ_MAX_SAMPLES = 600 * SR  # a < 64 KiB file decoding to > 10 min (150 MB of float32) counts as a memory bomb
+FUZZ_MEMORY_MB = 2048        # address space a check may add before allocation fails (a memory bomb)
+
+
+class Hang(AssertionError):
+    """A check that did not finish within its time limit."""
+
+
+class Crash(AssertionError):
+    """A check whose process died of a signal (segfault, abort)."""
+
+
+def isolated(fn, *args, limit_s: float = FUZZ_LIMIT_S) -> None:
+    """Run fn(*args) in a forked child so a segfault, a hang in C code or a memory bomb fails the
+    test instead of killing pytest. The child's exception comes back as AssertionError text."""
+    import resource
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                                    # child: never returns
+        code, msg = 0, b""
+        try:
+            os.close(r)
+            vm_kb = int(next(line for line in open("/proc/self/status") if line.startswith("VmSize:")).split()[1])
+            cap = vm_kb * 1024 + FUZZ_MEMORY_MB * 2 ** 20
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+            fn(*args)
+        except BaseException:
+            code, msg = 1, traceback.format_exc().encode()[-30000:]
+        os.write(w, msg)
+        os._exit(code)
+    os.close(w)
+    deadline = time.monotonic() + limit_s
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise Hang(f"{fn.__name__}{args!r} did not finish within {limit_s} s")
+            time.sleep(0.002)
+        text = os.read(r, 65536).decode(errors="replace")
+    finally:
+        os.close(r)
+    if os.WIFSIGNALED(status):
+        raise Crash(f"{fn.__name__}{args!r} killed the process with {signal.Signals(os.WTERMSIG(status)).name}")
+    assert os.WEXITSTATUS(status) == 0, f"{fn.__name__}{args!r} failed in the child:\n{text}"
+
+
+#: Starts of real audio files, so random tails reach past the probing into the demuxers/decoders.
+AUDIO_MAGIC = [b"", b"RIFF", b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x80\x3e\x00\x00",
+               b"ID3\x03\x00\x00\x00\x00\x00\x00", b"\xff\xfb\x90\x44", b"OggS\x00\x02", b"fLaC", b"\x00\x00\x00\x20ftypM4A "]
+
+#: Edits to a file: (kind, position (taken modulo the length), byte, inserted bytes).
+MUTATIONS = st.lists(st.tuples(st.sampled_from(["flip", "truncate", "insert", "delete"]), st.integers(0, 1 << 20),
+                               st.integers(1, 255), st.binary(min_size=1, max_size=256)), min_size=1, max_size=4)
+
+
+def mutate(data: bytes, ops) -> bytes:
+    """Apply MUTATIONS-style edits: xor one byte, cut the tail, insert bytes, or delete up to 256 bytes."""
+    b = bytearray(data)
+    for kind, where, value, blob in ops:
+        at = where % (len(b) + 1)
+        if kind == "flip" and b:
+            b[at % len(b)] ^= value
+        elif kind == "truncate":
+            del b[at:]
+        elif kind == "insert":
+            b[at:at] = blob
+        elif kind == "delete":
+            del b[at:at + value]
+    return bytes(b)
+
+
+@pytest.fixture(scope="module")
+def fuzz_dir(tmp_path_factory):
+    """One directory for all hypothesis examples of this module (files are overwritten)."""
+    return tmp_path_factory.mktemp("fuzz_audio")
+
+
+@pytest.fixture(scope="module")
+def seed_audio(fuzz_dir) -> dict[str, bytes]:
+    """Real 1 s files of a 220 Hz harmonic tone (name -> bytes), each under 64 KiB:
+    16 kHz 16-bit WAV, 8 kHz stereo WAV, 48 kHz Opus in Ogg, 22.05 kHz MP3."""
+    x = harmonic(220, 1.0, amp=0.5)
+    seeds = {}
+    for name, codec, rate, channels in (("tone.wav", "pcm_s16le", SR, 1), ("stereo.wav", "pcm_s16le", 8000, 2),
+                                        ("tone.ogg", "libopus", 48000, 1), ("tone.mp3", "libmp3lame", 22050, 1)):
+        path = sp.encode_audio(x, SR, fuzz_dir / f"seed_{name}", codec, rate, channels)
+        seeds[name] = path.read_bytes()
+        assert 0 < len(seeds[name]) < 64 * 1024, (name, len(seeds[name]))
+    return seeds
+
+
+def check_load(path) -> np.ndarray | None:
+    """load_audio(path): finite float32 mono in [-1, 1] with samples, or InputFileError (None)."""
+    try:
+        y = load_audio(path)
+    except InputFileError as e:
+        assert path.name in str(e) and "\n" not in str(e), str(e)
+        return None
+    assert isinstance(y, np.ndarray) and y.dtype == np.float32 and y.ndim == 1, (type(y), getattr(y, "shape", None))
+    assert 0 < y.size <= FUZZ_MAX_SAMPLES, y.size
+    assert np.isfinite(y).all() and np.abs(y).max() <= 1.0
+    return y
+
+
+def check_iter(path, block_samples: int) -> np.ndarray | None:
+    """iter_audio(path) consumed fully: blocks of exactly block_samples (the last 1..block_samples),
+    finite float32 mono; or InputFileError at the call or during iteration (None)."""
+    blocks = []
+    try:
+        for b in iter_audio(path, SR, block_samples=block_samples):
+            assert isinstance(b, np.ndarray) and b.dtype == np.float32 and b.ndim == 1
+            assert np.isfinite(b).all() and np.abs(b).max(initial=0) <= 1.0
+            blocks.append(b)
+            assert sum(x.size for x in blocks) <= FUZZ_MAX_SAMPLES
+    except InputFileError as e:
+        assert path.name in str(e) and "\n" not in str(e), str(e)
+        return None
+    assert blocks and all(b.size == block_samples for b in blocks[:-1]) and 0 < blocks[-1].size <= block_samples
+    return np.concatenate(blocks)
+
+
+def check_both(path, block_samples: int) -> np.ndarray | None:
+    """load_audio and iter_audio agree: both fail, or both give the same samples.
+    Run it through :func:`isolated` for untrusted files."""
+    y = check_load(path)
+    z = check_iter(path, block_samples)
+    assert (y is None) == (z is None), f"load_audio {'failed' if y is None else 'worked'}, iter_audio did not"
+    if y is not None:
+        np.testing.assert_array_equal(y, z)
+    return y
+
+
+def test_fuzz_seeds_decode_intact(fuzz_dir, seed_audio):
+    """The undamaged seeds decode to ~1 s at 16 kHz (so the fuzz tests start from real, readable files)."""
+    for name, data in seed_audio.items():
+        path = fuzz_dir / f"intact_{name}"
+        path.write_bytes(data)
+        isolated(check_both, path, 4000)
+        y = check_both(path, 4000)
+        assert y is not None and abs(y.size - SR) < SPF, (name, None if y is None else y.size)
+        assert 0.2 < np.abs(y).max() <= 0.6
+
+
+@FUZZ
+@given(head=st.sampled_from(AUDIO_MAGIC), tail=st.binary(max_size=8192), suffix=st.sampled_from([".wav", ".mp3", ".ogg"]),
+       block=st.integers(64, 20000))
+def test_fuzz_audio_arbitrary_bytes(fuzz_dir, head, tail, suffix, block):
+    path = fuzz_dir / f"arbitrary{suffix}"
+    path.write_bytes(head + tail)
+    isolated(check_both, path, block)
+
+
+@FUZZ
+@given(name=st.sampled_from(["tone.wav", "stereo.wav", "tone.ogg", "tone.mp3"]), ops=MUTATIONS, block=st.integers(64, 20000))
+def test_fuzz_audio_damaged_real_files(fuzz_dir, seed_audio, name, ops, block):
+    data = mutate(seed_audio[name], ops)
+    assert len(data) < 64 * 1024
+    path = fuzz_dir / f"damaged_{name}"
+    path.write_bytes(data)
+    isolated(check_both, path, block)
+
+
+@pytest.mark.parametrize("rate_hz", [1, 8])
+def test_wav_with_absurd_sample_rate_is_rejected(tmp_path, seed_audio, rate_hz):
+    import struct
+
+    data = bytearray(seed_audio["tone.wav"])
+    assert data[:4] == b"RIFF" and data[12:16] == b"fmt "
+    struct.pack_into("<I", data, 24, rate_hz)                 # fmt chunk: sample rate field
+    struct.pack_into("<I", data, 28, rate_hz * 2)             # and byte rate, so the header stays consistent
+    path = tmp_path / f"rate_{rate_hz}.wav"
+    path.write_bytes(bytes(data))
+    with pytest.raises(AudioError, match="rate"):
+        iter_audio(path)                                      # fails at open, before decoding anything
+
+
+_MANY_CHANNELS_BUG = ("issue 7 finding (SEGFAULT): load_audio/iter_audio kill the process on any WAV with >= 8 channels "
+                      "(valid ones too): PyAV 18.1 AudioFrame.to_ndarray() on the 'fltp' frame from the resampler "
+                      "segfaults in np.vstack (engine/audio.py _decoded). Found by fuzzing: the 1 s tone WAV with "
+                      "its channel count byte set to 40. Fix idea: resample to packed 'flt' and reshape (n, channels)")
+
+
+def _wav_with_channels(path, channels: int) -> None:
+    x = (np.random.default_rng(channels).standard_normal((SR // 2, channels)) * 3000).astype(np.int16)
+    wavfile.write(path, SR, x)
+
+
+@pytest.mark.parametrize("channels", [8, 12])
+def test_wav_with_many_channels_decodes_without_crashing(tmp_path, channels):
+    path = tmp_path / f"ch{channels}.wav"
+    _wav_with_channels(path, channels)
+    isolated(check_both, path, 4000)
+    y = load_audio(path)                        # only reached when the child survived
+    assert abs(y.size - SR // 2) < SPF
+
+
+def test_fuzz_found_wav_with_bad_channel_count_does_not_crash(tmp_path, seed_audio):
+    import struct
+
+    data = bytearray(seed_audio["tone.wav"])
+    struct.pack_into("<H", data, 22, 40)       # fmt chunk: channels 1 -> 40 (block align stays 2)
+    path = tmp_path / "forty.wav"
+    path.write_bytes(bytes(data))
+    isolated(check_both, path, 4000)
+
+
+def test_seven_channel_wav_decodes(tmp_path):
+    """The largest channel count that does not hit the crash above: decoded and averaged to mono."""
+    path = tmp_path / "ch7.wav"
+    _wav_with_channels(path, 7)
+    isolated(check_both, path, 4000)
+    y = load_audio(path)
+    assert abs(y.size - SR // 2) < SPF and 0 < np.std(y) < 0.1

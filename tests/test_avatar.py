@@ -111,3 +111,296 @@ def test_transparent_png_keeps_its_alpha(tmp_path):
     assert av.alpha is not None and av.alpha.shape == av.image.shape[:2]
     assert av.alpha[5, 5] == 0 and av.alpha[256, 256] == 255
     assert np.abs(av.image[5, 5].astype(int) - 128).max() <= 1     # composited over grey
+
+
+# ------------------------------------------------------------------------------------------
+# fuzzing read_image (issue 7): every input either decodes to a valid image or raises ImageError
+# ------------------------------------------------------------------------------------------
+
+import os
+import signal
+import time
+import traceback
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
+
+from emote.engine.avatar import read_image
+from emote.engine.exceptions import EmoteError
+
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ_SIDE_PX = 96          # seed images of 96x96 px keep every fuzzed file under 64 KiB
+FUZZ_LIMIT_S = 5.0         # one read_image call longer than this counts as a hang
+FUZZ_MEMORY_MB = 2048      # address space one read may add before allocation fails (a memory bomb)
+
+
+class Hang(AssertionError):
+    """A check that did not finish within its time limit."""
+
+
+class Crash(AssertionError):
+    """A check whose process died of a signal (segfault, abort)."""
+
+
+def isolated(fn, *args, limit_s: float = FUZZ_LIMIT_S) -> None:
+    """Run fn(*args) in a forked child so a segfault, a hang in C code or a memory bomb fails the
+    test instead of killing pytest. The child's exception comes back as AssertionError text."""
+    import resource
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                                    # child: never returns
+        code, msg = 0, b""
+        try:
+            os.close(r)
+            vm_kb = int(next(line for line in open("/proc/self/status") if line.startswith("VmSize:")).split()[1])
+            cap = vm_kb * 1024 + FUZZ_MEMORY_MB * 2 ** 20
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+            fn(*args)
+        except BaseException:
+            code, msg = 1, traceback.format_exc().encode()[-30000:]
+        os.write(w, msg)
+        os._exit(code)
+    os.close(w)
+    deadline = time.monotonic() + limit_s
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise Hang(f"{fn.__name__}{args!r} did not finish within {limit_s} s")
+            time.sleep(0.002)
+        text = os.read(r, 65536).decode(errors="replace")
+    finally:
+        os.close(r)
+    if os.WIFSIGNALED(status):
+        raise Crash(f"{fn.__name__}{args!r} killed the process with {signal.Signals(os.WTERMSIG(status)).name}")
+    assert os.WEXITSTATUS(status) == 0, f"{fn.__name__}{args!r} failed in the child:\n{text}"
+
+
+def _seed_images() -> dict[str, bytes]:
+    """Real encoded files of the astronaut, 96x96: JPEG, PNG, PNG with alpha, WebP (name -> bytes)."""
+    rgb = cv2.resize(astronaut(), (FUZZ_SIDE_PX, FUZZ_SIDE_PX), interpolation=cv2.INTER_AREA)
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    alpha = np.zeros(bgr.shape[:2], np.uint8)
+    cv2.circle(alpha, (48, 48), 40, 255, -1)
+    seeds = {}
+    for name, ext, img in (("face.jpg", ".jpg", bgr), ("face.png", ".png", bgr),
+                           ("cutout.png", ".png", np.dstack([bgr, alpha])), ("face.webp", ".webp", bgr)):
+        ok, buf = cv2.imencode(ext, img)
+        assert ok and buf.size < 64 * 1024
+        seeds[name] = buf.tobytes()
+    return seeds
+
+
+SEED_IMAGES = _seed_images()
+
+#: Starts of real image files, so random tails reach past the format sniffing into the decoders.
+IMAGE_MAGIC = [b"", b"\x89PNG\r\n\x1a\n", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00",
+               b"\xff\xd8\xff\xdb", b"RIFF\x00\x10\x00\x00WEBPVP8 ", b"BM", b"II*\x00", b"MM\x00*", b"GIF89a",
+               b"P6\n2 2\n255\n", b"P5\n3 1\n65535\n", b"P4\n8 2\n"]
+
+#: Edits to a file: (kind, position (taken modulo the length), byte, inserted bytes).
+MUTATIONS = st.lists(st.tuples(st.sampled_from(["flip", "truncate", "insert", "delete"]), st.integers(0, 1 << 20),
+                               st.integers(1, 255), st.binary(min_size=1, max_size=256)), min_size=1, max_size=4)
+
+
+def mutate(data: bytes, ops) -> bytes:
+    """Apply MUTATIONS-style edits: xor one byte, cut the tail, insert bytes, or delete up to 256 bytes."""
+    b = bytearray(data)
+    for kind, where, value, blob in ops:
+        at = where % (len(b) + 1)
+        if kind == "flip" and b:
+            b[at % len(b)] ^= value
+        elif kind == "truncate":
+            del b[at:]
+        elif kind == "insert":
+            b[at:at] = blob
+        elif kind == "delete":
+            del b[at:at + value]
+    return bytes(b)
+
+
+@pytest.fixture(scope="module")
+def fuzz_dir(tmp_path_factory):
+    """One directory for all hypothesis examples of this module (files are overwritten)."""
+    return tmp_path_factory.mktemp("fuzz_images")
+
+
+def check_read_image(source):
+    """read_image(source) returns a valid (H, W, 3) uint8 image with alpha None or (H, W) uint8,
+    or raises an EmoteError. Returns the RGB array or None (error)."""
+    try:
+        rgb, alpha, raw = read_image(source)
+    except EmoteError as e:
+        assert str(e) and "\n" not in str(e)
+        return None
+    assert isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8, (type(rgb), getattr(rgb, "dtype", None))
+    assert rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.shape[0] > 0 and rgb.shape[1] > 0, rgb.shape
+    assert alpha is None or (isinstance(alpha, np.ndarray) and alpha.dtype == np.uint8
+                             and alpha.shape == rgb.shape[:2]), None if alpha is None else (alpha.dtype, alpha.shape)
+    assert isinstance(raw, bytes) and raw
+    return rgb
+
+
+@FUZZ
+@given(head=st.sampled_from(IMAGE_MAGIC), tail=st.binary(max_size=8192), suffix=st.sampled_from([".png", ".jpg", ".webp"]))
+def test_fuzz_read_image_arbitrary_bytes(fuzz_dir, head, tail, suffix):
+    path = fuzz_dir / f"arbitrary{suffix}"
+    path.write_bytes(head + tail)
+    isolated(check_read_image, path)
+    if not head + tail:
+        with pytest.raises(ImageError, match="empty"):
+            read_image(path)
+
+
+@FUZZ
+@given(name=st.sampled_from(sorted(SEED_IMAGES)), ops=MUTATIONS)
+def test_fuzz_read_image_damaged_real_files(fuzz_dir, name, ops):
+    data = mutate(SEED_IMAGES[name], ops)
+    assert len(data) < 64 * 1024
+    path = fuzz_dir / f"damaged_{name}"
+    path.write_bytes(data)
+    isolated(check_read_image, path)
+
+
+def test_fuzz_seeds_decode_intact(fuzz_dir):
+    """The undamaged seeds decode (so the fuzz tests above start from real, readable files)."""
+    for name, data in SEED_IMAGES.items():
+        path = fuzz_dir / f"intact_{name}"
+        path.write_bytes(data)
+        rgb = check_read_image(path)
+        assert rgb is not None and rgb.shape == (FUZZ_SIDE_PX, FUZZ_SIDE_PX, 3)
+        if name == "cutout.png":
+            assert read_image(path)[1] is not None
+
+
+def _raises_image_or_config_error(arr) -> None:
+    with pytest.raises((ImageError, ConfigError)) as e:
+        read_image(arr)
+    assert "\n" not in str(e.value)
+
+
+_ARRAY_BUG = ("issue 7 finding: read_image accepts uint8 arrays with 0, 1, 2 or 5+ channels or a zero-sized "
+              "side and returns an RGB array that is not (H>0, W>0, 3) instead of raising ImageError")
+
+
+@pytest.mark.parametrize("arr", [
+    pytest.param(np.zeros((64, 64, 3), np.float64), id="float64"),
+    pytest.param(np.zeros((64, 64, 3), np.float32), id="float32"),
+    pytest.param(np.zeros((64, 64, 3), np.uint16), id="uint16"),
+    pytest.param(np.zeros((64, 64, 3), bool), id="bool"),
+    pytest.param(np.zeros(64 * 64 * 3, np.uint8), id="1-D"),
+    pytest.param(np.zeros((4, 64, 64, 3), np.uint8), id="4-D"),
+    pytest.param(np.zeros((), np.uint8), id="0-D"),
+    pytest.param(np.zeros((64, 64, 5), np.uint8), id="5-channels"),
+    pytest.param(np.zeros((64, 64, 2), np.uint8), id="2-channels"),
+    pytest.param(np.zeros((64, 64, 1), np.uint8), id="1-channel"),
+    pytest.param(np.zeros((0, 0, 3), np.uint8), id="0x0"),
+    pytest.param(np.zeros((0, 64), np.uint8), id="0x64-gray"),
+])
+def test_read_image_rejects_bad_arrays(arr):
+    _raises_image_or_config_error(arr)
+
+
+def test_read_image_accepts_good_arrays():
+    img = cv2.resize(astronaut(), (FUZZ_SIDE_PX, FUZZ_SIDE_PX))
+    for arr in (img, img[:, :, 0], np.dstack([img, np.full(img.shape[:2], 7, np.uint8)]), img[::2, ::3]):
+        rgb = check_read_image(arr)
+        assert rgb is not None and rgb.shape[:2] == arr.shape[:2]
+    assert read_image(np.dstack([img, np.full(img.shape[:2], 7, np.uint8)]))[1].max() == 7
+
+
+_NOT_UINT8 = st.sampled_from([np.float64, np.float32, np.float16, np.int8, np.int16, np.int32, np.int64,
+                              np.uint16, np.uint32, np.bool_, np.complex64])
+
+
+@FUZZ
+@given(arr=hnp.arrays(_NOT_UINT8, hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=6)))
+def test_fuzz_read_image_wrong_dtype_arrays(arr):
+    _raises_image_or_config_error(arr)
+
+
+@FUZZ
+@given(arr=hnp.arrays(np.uint8, st.one_of(hnp.array_shapes(min_dims=0, max_dims=1, min_side=0, max_side=8),
+                                          hnp.array_shapes(min_dims=4, max_dims=5, min_side=0, max_side=3))))
+def test_fuzz_read_image_wrong_rank_arrays(arr):
+    _raises_image_or_config_error(arr)
+
+
+@FUZZ
+@given(arr=hnp.arrays(np.uint8, hnp.array_shapes(min_dims=2, max_dims=3, min_side=0, max_side=8)))
+def test_fuzz_read_image_uint8_arrays_of_any_shape(arr):
+    check_read_image(arr)
+
+
+_SAMPLE_FORMAT_BUG = ("issue 7 finding: read_image passes cv2.imdecode's float32 result through (PFM, Radiance HDR, "
+                      "float TIFF) and crashes with cv2.error on int8/int16/int32/float64 TIFF, instead of "
+                      "converting to uint8 or raising ImageError")
+
+
+def _encoded(ext: str, dtype) -> bytes:
+    """A 32x32 3-channel astronaut of ``dtype`` encoded by OpenCV as ``ext``: 0..1 for float types,
+    0..65535 for uint16, 0..127 for signed types, 0..255 otherwise."""
+    img = cv2.resize(astronaut(), (32, 32), interpolation=cv2.INTER_AREA).astype(np.float64)
+    kind = np.dtype(dtype).kind
+    img = img / 255.0 if kind == "f" else img * 257 if dtype == np.uint16 else img / 2 if kind == "i" else img
+    ok, buf = cv2.imencode(ext, img.astype(dtype))
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.mark.parametrize("ext,dtype", [
+    pytest.param(".png", np.uint16, id="png-uint16"),
+    pytest.param(".tiff", np.uint16, id="tiff-uint16"),
+    pytest.param(".tiff", np.uint8, id="tiff-uint8"),
+    pytest.param(".bmp", np.uint8, id="bmp"),
+    pytest.param(".ppm", np.uint8, id="ppm"),
+    pytest.param(".pfm", np.float32, id="pfm-float32"),
+    pytest.param(".hdr", np.float32, id="hdr-float32"),
+    pytest.param(".tiff", np.float32, id="tiff-float32"),
+    pytest.param(".tiff", np.int16, id="tiff-int16"),
+    pytest.param(".tiff", np.float64, id="tiff-float64"),
+])
+def test_read_image_sample_formats_give_uint8_or_image_error(tmp_path, ext, dtype):
+    """Files whose decoder yields non-uint8 samples: valid uint8 RGB out, or ImageError (named .png on
+    purpose: read_image sniffs the content, not the suffix)."""
+    path = tmp_path / "portrait.png"
+    path.write_bytes(_encoded(ext, dtype))
+    rgb = check_read_image(path)
+    if rgb is not None:
+        assert rgb.shape == (32, 32, 3) and rgb.std() > 10, rgb.std()      # the picture, not a flat image
+
+
+def _peak_rss_growth_mb(fn) -> float:
+    """Run fn(); return how far the process's peak resident memory rose above its current size (MB).
+    Linux: resets VmHWM through /proc/self/clear_refs."""
+    def status_kb(key: str) -> int:
+        for line in open("/proc/self/status"):
+            if line.startswith(key):
+                return int(line.split()[1])
+        raise KeyError(key)
+
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = status_kb("VmRSS:")
+    try:
+        fn()
+    except ImageError:
+        pass
+    return (status_kb("VmHWM:") - before) / 1024
+
+
+def test_read_image_png_with_huge_chunk_length_does_not_allocate_it(tmp_path):
+    data = bytearray(SEED_IMAGES["face.png"])
+    at = data.index(b"IDAT") - 4
+    data[at] = 0x40                      # the chunk now declares 0x40xxxxxx bytes (~1 GiB); the file is 21 KB
+    path = tmp_path / "huge_chunk.png"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ImageError):
+        read_image(path)
+    grew_mb = _peak_rss_growth_mb(lambda: read_image(path))
+    assert grew_mb < 200, f"reading a {len(data) // 1024} KB file raised peak memory by {grew_mb:.0f} MB"

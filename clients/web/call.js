@@ -64,10 +64,12 @@ function stop() {
 $("start").addEventListener("click", start);
 $("stop").addEventListener("click", stop);
 $("hear").addEventListener("change", (e) => { video.muted = !e.target.checked; });
-const sendControls = () => call && call.send({ type: "controls", expression_intensity: +$("expression").value,
-                                               head_motion_speed: +$("speed").value });
-$("expression").addEventListener("input", sendControls);
-$("speed").addEventListener("input", sendControls);
+const sendControls = () => call && call.send({
+  type: "controls", expression_intensity: +$("expression").value, head_motion_speed: +$("speed").value,
+  head_motion_amplitude: +$("amplitude").value, emotion: $("emotion").value, gaze: $("gaze").value });
+for (const id of ["expression", "speed", "amplitude"]) $(id).addEventListener("input", sendControls);
+for (const id of ["emotion", "gaze"]) $(id).addEventListener("change", sendControls);
+$("blinks").addEventListener("change", () => call && call.send({ type: "controls", blink_rate_per_min: +$("blinks").value }));
 $("portrait").addEventListener("change", () => call && call.send({ type: "portrait", name: $("portrait").value }));
 // Hooks for automated tests: the state, and a recording of what the page receives (webm, base64).
 window.emoteTest = {

@@ -88,8 +88,23 @@ class ChunkData:
         return fm, fs, mm, torch.maximum(ms, floor)
 
 
+_J, _CL = M.INDEX["jawOpen"], M.INDEX["mouthClose"]
+
+
+def closure_loss(pred_raw: torch.Tensor, x0: torch.Tensor, jaw_std: torch.Tensor,
+                 closed_below: float = 0.04, closed_weight: float = 4.0) -> torch.Tensor:
+    """Squared error of the mouth's openness, jawOpen * (1 - mouthClose) (the harness's), in units
+    of the data's jawOpen std, with the frames where the target is closed (a bilabial) weighted
+    ``1 + closed_weight``: the plain per-channel loss lets a short closure be smoothed into a
+    half-open dip. pred_raw, x0: (B, hop, C) in motion units."""
+    op_p = pred_raw[..., _J] * (1 - pred_raw[..., _CL])
+    op_t = x0[..., _J] * (1 - x0[..., _CL])
+    w = 1.0 + closed_weight * (op_t < closed_below).float()
+    return ((((op_p - op_t) / jaw_std) ** 2) * w).mean()
+
+
 def train_teacher(model: MotionDiT, data: ChunkData, iters: int, batch: int = 256, lr: float = 1e-3,
-                  p_uncond: float = 0.1, seed: int = 0, log=print) -> dict:
+                  p_uncond: float = 0.1, seed: int = 0, closure_weight: float = 0.0, log=print) -> dict:
     sched = make_scheduler()
     ab = sched.alphas_cumprod.float()
     g = torch.Generator().manual_seed(seed)
@@ -117,6 +132,8 @@ def train_teacher(model: MotionDiT, data: ChunkData, iters: int, batch: int = 25
         vel_p, vel_t = torch.cat([pn, pred], 1).diff(dim=1), torch.cat([pn, x0n], 1).diff(dim=1)
         loss = ((((pred - x0n) ** 2) * w).mean() + (((vel_p - vel_t) ** 2) * w).mean()
                 + 2.0 * (((vel_p[:, 0] - vel_t[:, 0]) ** 2) * w).mean())            # the join with the past
+        if closure_weight:
+            loss = loss + closure_weight * closure_loss(pred * std + mean, x0, std[_J])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -126,7 +143,8 @@ def train_teacher(model: MotionDiT, data: ChunkData, iters: int, batch: int = 25
         if (it + 1) % 250 == 0 or it + 1 == iters:
             log(f"teacher {it + 1}/{iters} loss {ema:.4f} ({time.perf_counter() - t0:.0f} s)")
     model.eval()
-    return {"iters": iters, "batch": batch, "lr": lr, "seconds": time.perf_counter() - t0, "final_loss": ema}
+    return {"iters": iters, "batch": batch, "lr": lr, "seconds": time.perf_counter() - t0, "final_loss": ema,
+            "closure_weight": closure_weight}
 
 
 def head_stats(motions: list[np.ndarray], fps: float = 25.0) -> dict[str, float]:
@@ -321,7 +339,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--teacher-steps", type=int, default=20, help="DDIM steps of the teacher (a multiple of 4)")
     ap.add_argument("--dim", type=int, default=96)
     ap.add_argument("--layers", type=int, default=3)
-    ap.add_argument("--hop", type=int, default=5)
+    ap.add_argument("--hop", type=int, default=5, help="new frames per chunk (1: the lowest live delay)")
+    ap.add_argument("--closure-weight", type=float, default=0.0,
+                    help="weight of the teacher's openness loss that stresses bilabial closures (closure_loss)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: several oversubscribe a shared 2-core machine badly)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--harness", default=None, metavar="DIR",
@@ -376,7 +396,8 @@ def main(argv: list[str] | None = None) -> dict:
     teacher = MotionDiT(cfg, fm, fs, mm, ms)
     n_params = sum(p.numel() for p in teacher.parameters())
     log(f"{len(data)} chunks; model {n_params:,} parameters")
-    t_rep = train_teacher(teacher, data, args.iters, batch=args.batch, seed=args.seed, log=log)
+    t_rep = train_teacher(teacher, data, args.iters, batch=args.batch, seed=args.seed,
+                          closure_weight=args.closure_weight, log=log)
     student = MotionDiT(cfg, fm, fs, mm, ms)
     student.load_state_dict(teacher.state_dict())
     d_rep = distill(teacher, student, data.batch, args.distill_iters, guidance=args.guidance, batch=args.batch,

@@ -101,6 +101,13 @@ def _add_render_flags(p: argparse.ArgumentParser) -> None:
                    help="eyes wander (default) or look at the camera")
     g.add_argument("--blink-rate", type=float, default=None, metavar="PER_MIN",
                    help="blinks per minute 0..60 (default: the motion generator's own blinks)")
+    o = p.add_argument_group("output")
+    o.add_argument("--format", choices=("mp4", "webm"), default=None,
+                   help="mp4: H.264 + AAC; webm: VP9 + Opus with the person's alpha matte, for "
+                        "overlays (default: from the output's suffix, else mp4)")
+    o.add_argument("--background", metavar="COLOUR", default=None,
+                   help="put the person over this colour, e.g. '#00ff00' for a chroma key "
+                        "(the person's matte decides what is background)")
 
 
 def avatar_settings(args: argparse.Namespace):
@@ -114,7 +121,11 @@ def pipeline_settings(args: argparse.Namespace):
     """The flags of `render` / `demo` -> PipelineSettings."""
     from emote.engine.pipeline import PipelineSettings
     from emote.engine.expression import ExpressionSettings
-    return PipelineSettings(size_px=args.size, fps=args.fps, seed=args.seed, generator=args.generator,
+    from emote.engine.matte import parse_colour
+    fmt = getattr(args, "format", None)
+    background = getattr(args, "background", None)
+    return PipelineSettings(alpha=fmt == "webm" and background is None,
+                            background_rgb=parse_colour(background) if background else None,size_px=args.size, fps=args.fps, seed=args.seed, generator=args.generator,
                             cache_dir=args.cache_dir, landmarker_model=args.landmarker_model,
                             landmarks_file=args.landmarks,
                             expression=ExpressionSettings(emotion=args.emotion, gaze=args.gaze,
@@ -136,13 +147,20 @@ def _existing_file(path: str, what: str, error: type) -> Path:
     return p
 
 
-def _output_mp4(path: str) -> Path:
+def _output_video(path: str, args: argparse.Namespace) -> Path:
+    """The output path, checked against --format (set from the suffix when not given)."""
     from emote.engine.exceptions import ConfigError
     p = Path(path).expanduser()
-    if p.suffix.lower() != ".mp4":
-        raise ConfigError(f"the output must be an .mp4 file, got {p}")
     if p.is_dir():
         raise ConfigError(f"the output {p} is a directory: give a file name such as {p / 'out.mp4'}")
+    suffix = p.suffix.lower().lstrip(".")
+    if args.format is None:
+        if suffix not in ("mp4", "webm"):
+            raise ConfigError(f"the output must be an .mp4 or .webm file, got {p}")
+        args.format = suffix
+    elif suffix != args.format:
+        raise ConfigError(f"--format {args.format} writes a .{args.format} file, but the output is {p}: "
+                          f"name it {p.with_suffix('.' + args.format)}")
     return p
 
 
@@ -237,29 +255,33 @@ def cmd_render(args: argparse.Namespace) -> int:
     from emote.engine.exceptions import AudioError, ImageError
     image = _existing_file(args.image, "image", ImageError)
     audio = _existing_file(args.audio, "audio file", AudioError)
-    return _render(image, audio, _output_mp4(args.output), args)
+    return _render(image, audio, _output_video(args.output, args), args)
 
 
 def register_render(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "render", formatter_class=_Formatter,
-        help="photo + audio file -> talking-portrait MP4",
+        help="photo + audio file -> talking-portrait MP4 (or WebM with alpha)",
         description="Render a portrait speaking (or singing) an audio file: an MP4 with H.264 video\n"
-                    "and the original audio re-encoded to AAC, as long as the audio. The file\n"
+                    "and the original audio re-encoded to AAC, as long as the audio; or a WebM\n"
+                    "(VP9 + Opus) whose alpha channel cuts the person out, for overlays. The file\n"
                     "appears only when it is complete; on an error or Ctrl-C nothing is left.",
         epilog="examples:\n"
                "  emote render me.jpg speech.wav -o me.mp4\n"
-               "  emote render me.png song.mp3 -o out/song.mp4 --size 384 --fps 30 --seed 7 --no-progress")
+               "  emote render me.png song.mp3 -o out/song.mp4 --size 384 --fps 30 --seed 7 --no-progress\n"
+               "  emote render me.jpg speech.wav -o overlay.webm                   # transparent background\n"
+               "  emote render me.jpg speech.wav -o key.mp4 --background '#00ff00'  # chroma key\n"
+               "  emote render me.jpg speech.wav -o me.mp4 --emotion happy --gaze camera --blink-rate 15")
     p.add_argument("image", metavar="IMAGE", help="portrait photo (JPEG, PNG, WebP...)")
     p.add_argument("audio", metavar="AUDIO", help="voice or song (any format FFmpeg reads: WAV, MP3, M4A, OGG, FLAC...)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.mp4", help="the video to write")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the video to write: OUT.mp4, or OUT.webm (with alpha)")
     _add_render_flags(p)
     p.set_defaults(func=cmd_render)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from emote.engine.resources import default_portrait_path, demo_speech_path
-    return _render(default_portrait_path(), demo_speech_path(), _output_mp4(args.output), args)
+    return _render(default_portrait_path(), demo_speech_path(), _output_video(args.output, args), args)
 
 
 def register_demo(sub: argparse._SubParsersAction) -> None:

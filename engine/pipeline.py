@@ -257,16 +257,23 @@ class RenderReport:
         return self.frames / max(self.seconds_elapsed, 1e-9)
 
 
+def _pixels(frame: Frame) -> np.ndarray:
+    """(S, S, 3) RGB, or (S, S, 4) RGBA when the frame carries a matte."""
+    return frame.rgb if frame.alpha is None else np.dstack([frame.rgb, frame.alpha])
+
+
 def render_file(image: str | os.PathLike | np.ndarray, audio_path: str | os.PathLike, out_path: str | os.PathLike,
                 settings: PipelineSettings = PipelineSettings(), progress: bool = True,
                 renderer_settings: RendererSettings = RendererSettings()) -> RenderReport:
-    """Photo + audio file -> MP4 (H.264 + AAC). Streams: memory does not grow with the audio's length.
+    """Photo + audio file -> MP4 (H.264 + AAC) or WebM (VP9 + Opus; with ``settings.alpha`` the
+    person's matte as its alpha channel). The container follows ``out_path``'s suffix. Streams:
+    memory does not grow with the audio's length.
 
     Inputs are checked before the output is created; on any error no partial output file remains.
     """
     from tqdm import tqdm
 
-    from .video import Mp4Writer, VideoSettings
+    from .video import VideoSettings, VideoWriter
 
     t0 = time.perf_counter()
     info = probe_audio(audio_path)                 # bad audio fails here, before anything is written
@@ -274,7 +281,7 @@ def render_file(image: str | os.PathLike | np.ndarray, audio_path: str | os.Path
     total = int(np.ceil(info.duration_s * settings.fps - 1e-6))
     S = settings.size_px
     bar = tqdm(total=total, unit="frame", desc="render", disable=not progress, leave=False)
-    mp4 = Mp4Writer(out_path, S, S, VideoSettings(fps=settings.fps), audio_path=audio_path)
+    mp4 = VideoWriter(out_path, S, S, VideoSettings(fps=settings.fps), audio_path=audio_path, alpha=settings.alpha)
     try:
         writer = _WriterThread(mp4)
     except BaseException:
@@ -285,10 +292,10 @@ def render_file(image: str | os.PathLike | np.ndarray, audio_path: str | os.Path
         for block in iter_audio(audio_path, settings.sample_rate_hz):
             pipe.push(block)
             for f in pipe.pull():
-                writer.write(f.rgb)
+                writer.write(_pixels(f))
                 bar.update(1)
         for f in pipe.finish():
-            writer.write(f.rgb)
+            writer.write(_pixels(f))
             bar.update(1)
         path = writer.close()
     except BaseException:

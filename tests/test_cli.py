@@ -214,3 +214,18 @@ def test_interrupt_leaves_no_output(tmp_path, cache_dir, sig, code):
     assert p.returncode == code, err
     assert "Traceback" not in err, err
     assert leftovers(out) == []
+
+
+def test_output_format_and_control_flags_are_checked(tmp_path):
+    face, voice = str(default_portrait_path()), str(demo_speech_path())
+    r = run("render", face, voice, "-o", "x.mp4", "--format", "webm", cwd=tmp_path)
+    assert_one_line_error(r, "x.webm")
+    r = run("render", face, voice, "-o", "x.mp4", "--background", "greenish", cwd=tmp_path)
+    assert_one_line_error(r, "greenish")
+    r = run("render", face, voice, "-o", "x.mp4", "--blink-rate", "99", cwd=tmp_path)
+    assert_one_line_error(r, "blink")
+    r = run("render", face, voice, "-o", "x.mp4", "--emotion", "smug", cwd=tmp_path)
+    assert r.returncode == 2 and "happy" in r.stderr           # argparse lists the choices
+    assert leftovers(tmp_path) == []
+    h = run("render", "--help", cwd=tmp_path)
+    assert all(f in h.stdout for f in ("--emotion", "--gaze", "--blink-rate", "--format", "--background"))

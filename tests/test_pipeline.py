@@ -5,6 +5,8 @@ landmarker on every decoded output frame and compared with the speech envelope.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import av
 import numpy as np
 import pytest
@@ -144,3 +146,33 @@ def test_offline_equals_streaming(tmp_path):
         runs.append(np.array(motion))
     np.testing.assert_array_equal(runs[0], runs[1])
     np.testing.assert_array_equal(runs[0], runs[2])
+
+
+def test_webm_alpha_round_trips_the_matte_and_background_keys_it(tmp_path):
+    """--format webm: the decoded alpha is the pipeline's warped matte; --background composites over
+    the colour exactly where the matte is 0."""
+    from emote.engine.video import probe_video, read_video
+    wav = make_speech("Hello there.", "en", tmp_path / "s.wav")
+    img = save_rgb(tmp_path / "astronaut.jpg", astronaut())
+    s = PipelineSettings(size_px=256, alpha=True, cache_dir=str(tmp_path / "cache"), generator="baseline")
+    render_file(img, wav, tmp_path / "a.webm", s, progress=False)
+    info = probe_video(tmp_path / "a.webm")
+    assert (info.video_codec, info.alpha, info.audio_codec) == ("vp9", True, "opus")
+    got, _, _ = read_video(tmp_path / "a.webm", alpha=True)
+    pipe = PortraitPipeline(prepare(img, s.avatar), s)
+    pipe.push(load_audio(wav, 16000))
+    frames = pipe.pull() + pipe.finish()
+    want = np.stack([f.alpha for f in frames])
+    assert got.shape[:3] == want.shape and want.min() == 0 and want.max() == 255
+    err = np.abs(got[..., 3].astype(np.int16) - want).mean(axis=(1, 2))
+    assert err.max() < 3.0, err.max()                            # VP9's alpha plane is near lossless here
+    moved = np.abs(want[len(want) // 2].astype(int) - want[0]).sum()
+    assert moved > 0                                             # the matte follows the head
+    keyed = replace(s, alpha=False, background_rgb=(0, 255, 0))
+    render_file(img, wav, tmp_path / "k.mp4", keyed, progress=False)
+    k, _, _ = read_video(tmp_path / "k.mp4")
+    bg = want[: len(k)] == 0
+    green = k[: len(want)][bg].astype(int)
+    assert np.abs(green - (0, 255, 0)).mean() < 12               # H.264 keeps the key colour
+    fg = want[: len(k)] == 255
+    assert np.abs(k[: len(want)][fg].astype(int) - (0, 255, 0)).mean() > 100

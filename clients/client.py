@@ -56,6 +56,7 @@ class ClientSettings:
     ice_servers: tuple[str, ...] = ()
     keep_frames: bool = True                   # keep RGB frames in memory (tests, --out)
     control_channel: bool = True               # open /ws (stats; closing it ends the session)
+    overlay: bool = False                      # ask for packed colour + alpha frames (2S x S)
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
@@ -216,6 +217,8 @@ async def _signal(http: aiohttp.ClientSession, s: ClientSettings, offer: RTCSess
     body = {"sdp": offer.sdp, "type": offer.type}
     if s.portrait:
         body["portrait"] = s.portrait
+    if s.overlay:
+        body["overlay"] = True
     async with http.post(s.url.rstrip("/") + "/offer", json=body, headers=headers) as r:
         if r.status != 200:
             raise ServerRefused(r.status, await r.text())

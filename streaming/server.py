@@ -2,8 +2,11 @@
 
 Routes
 ------
-* ``POST /offer``   JSON ``{"sdp", "type": "offer", "portrait"?}`` -> ``{"sdp", "type": "answer",
-  "session", "delay_ms"}``. Non-trickle: send the offer after ICE gathering completed.
+* ``POST /offer``   JSON ``{"sdp", "type": "offer", "portrait"?, "overlay"?}`` -> ``{"sdp",
+  "type": "answer", "session", "delay_ms", "overlay"}``. Non-trickle: send the offer after ICE
+  gathering completed. ``"overlay": true`` (the OBS page): the engine makes the person's matte
+  and every video frame is packed, 2S wide and S high, colour on the left, the matte as grey on
+  the right (see emote.streaming.encoding.to_i420_packed); other sessions make no matte.
   400 for malformed JSON/SDP (with a message), 404 for an unknown portrait, 503 when
   ``max_sessions`` are open.
 * ``GET /ws?session=ID`` WebSocket control channel. In: ``{"type": "controls",
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import inspect
 import json
 import logging
 import os
@@ -54,7 +58,9 @@ __all__ = ["ServerSettings", "make_app", "run_server", "PipelineFactory", "STATE
 
 log = logging.getLogger(__name__)
 
-PipelineFactory = Callable[[str], Any]     # portrait image path -> a fresh pipeline (blocking)
+# portrait image path -> a fresh pipeline (blocking); for an overlay session it is called as
+# factory(path, alpha=True) and its frames should carry ``alpha`` (see engine.pipeline.Frame)
+PipelineFactory = Callable[..., Any]
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 COOKIE = "emote_token"
 _CONTROL_RANGES = {"expression_intensity": (0.0, 2.0), "head_motion_speed": (0.0, 2.0),
@@ -134,6 +140,15 @@ def _pipeline_kwargs(settings: ServerSettings) -> dict:
             "generator": settings.generator, "cache_dir": settings.cache_dir}
 
 
+def _accepts_alpha(factory: Callable[..., Any]) -> bool:
+    """Whether ``factory`` can be called with an ``alpha`` keyword."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "alpha" or p.kind is p.VAR_KEYWORD for p in params)
+
+
 def _portraits(settings: ServerSettings) -> dict[str, str]:
     if settings.portraits:
         return dict(settings.portraits)
@@ -200,19 +215,26 @@ class _Server:
         raise web.HTTPForbidden(text=f"cross-origin request from {origin} refused (CORS is off; "
                                      "emote serve --cors-origin ORIGIN allows a site)")
 
-    async def load_pipeline(self, portrait: str) -> Any:
-        """Thread mode only: a pipeline made by the factory in this process."""
+    async def load_pipeline(self, portrait: str, alpha: bool = False) -> Any:
+        """Thread mode only: a pipeline made by the factory in this process; ``alpha``: called
+        as ``factory(path, alpha=True)`` (a factory without that keyword makes opaque frames)."""
         path = self.portraits[portrait]
-        return await asyncio.get_running_loop().run_in_executor(None, self.factory, path)
+        make: Callable[[], Any] = lambda: self.factory(path)
+        if alpha and _accepts_alpha(self.factory):
+            make = lambda: self.factory(path, alpha=True)
+        elif alpha:
+            log.warning("the pipeline factory takes no alpha keyword: the overlay will be opaque")
+        return await asyncio.get_running_loop().run_in_executor(None, make)
 
-    async def make_engine(self, portrait: str) -> Any:
+    async def make_engine(self, portrait: str, alpha: bool = False) -> Any:
         """An engine worker with ``portrait`` loaded: a process from the pool, or (with a
-        pipeline factory) a thread around a pipeline made here."""
+        pipeline factory) a thread around a pipeline made here. ``alpha``: an overlay session's
+        engine (it makes the matte and sends packed frames)."""
         q = self.settings.session.engine_queue_windows
         if self.pool is None:
-            return EngineWorker(await self.load_pipeline(portrait), queue_windows=q)
+            return EngineWorker(await self.load_pipeline(portrait, alpha), queue_windows=q, alpha=alpha)
         path = self.portraits[portrait]
-        return await asyncio.get_running_loop().run_in_executor(None, self.pool.acquire, path)
+        return await asyncio.get_running_loop().run_in_executor(None, self.pool.acquire, path, alpha)
 
     # -- routes --------------------------------------------------------------------------------
     async def offer(self, request: web.Request) -> web.Response:
@@ -227,23 +249,28 @@ class _Server:
         if not isinstance(portrait, str) or portrait not in self.portraits:
             raise web.HTTPNotFound(text=f"unknown portrait {portrait!r}; known: "
                                         f"{', '.join(self.portraits)}")
+        overlay = body.get("overlay", False)
+        if not isinstance(overlay, bool):
+            raise web.HTTPBadRequest(text=f'"overlay" must be true or false (JSON booleans), '
+                                          f'got {overlay!r}')
         if len(self.sessions) + self._pending >= self.settings.max_sessions:
             self.metrics.sessions_rejected.labels("full").inc()
             raise web.HTTPServiceUnavailable(text=f"{self.settings.max_sessions} sessions are open")
         self._pending += 1
         try:
-            return await self._open_session(body["sdp"], portrait)
+            return await self._open_session(body["sdp"], portrait, overlay)
         finally:
             self._pending -= 1
 
-    async def _open_session(self, sdp: str, portrait: str) -> web.Response:
+    async def _open_session(self, sdp: str, portrait: str, overlay: bool) -> web.Response:
         sdp = filter_sdp_candidates(sdp, self.settings.ice_addresses)
         try:
-            engine = await self.make_engine(portrait)
+            engine = await self.make_engine(portrait, alpha=overlay)
         except EmoteError as e:
             self.metrics.sessions_rejected.labels("portrait").inc()
             raise web.HTTPInternalServerError(text=f"portrait {portrait!r} failed: {e}")
-        session = Session(engine, portrait, self.settings.session, self.metrics, self._forget)
+        session = Session(engine, portrait, self.settings.session, self.metrics, self._forget,
+                          overlay=overlay)
         self.sessions[session.sid] = session
         try:
             answer = await session.accept(RTCSessionDescription(sdp=sdp, type="offer"),
@@ -253,7 +280,7 @@ class _Server:
             self.metrics.sessions_rejected.labels("sdp").inc()
             raise web.HTTPBadRequest(text=f"malformed SDP offer: {type(e).__name__}: {e}")
         return web.json_response({"sdp": answer.sdp, "type": answer.type, "session": session.sid,
-                                  "delay_ms": round(session.delay_s * 1000, 1)})
+                                  "delay_ms": round(session.delay_s * 1000, 1), "overlay": overlay})
 
     def _forget(self, session: Session) -> None:
         self.sessions.pop(session.sid, None)
@@ -299,7 +326,8 @@ class _Server:
             name = msg.get("name")
             if name not in self.portraits:
                 return {"type": "error", "message": f"unknown portrait {name!r}"}
-            source = self.portraits[name] if self.pool is not None else await self.load_pipeline(name)
+            source = self.portraits[name] if self.pool is not None else \
+                await self.load_pipeline(name, alpha=session.overlay)
             session.switch_portrait(source, name)
             return {"type": "portrait", "name": name}
         return {"type": "error", "message": f"unknown message type {kind!r}"}

@@ -95,11 +95,15 @@ class Session:
     """See the module docstring. ``sid`` is a short random id used in logs and URLs."""
 
     def __init__(self, engine: Any, portrait: str, options: SessionOptions,
-                 metrics: StreamingMetrics, on_closed: Callable[["Session"], None]) -> None:
+                 metrics: StreamingMetrics, on_closed: Callable[["Session"], None],
+                 overlay: bool = False) -> None:
         """``engine``: an EngineWorker or ProcessEngineWorker (emote.streaming.worker), not
-        started; the session starts it and owns it from here on."""
+        started; the session starts it and owns it from here on. ``overlay``: the engine was made
+        with alpha (its frames are packed colour + matte, 2S x S; a portrait switch must keep
+        that: the server makes the new pipeline with alpha too)."""
         self.sid = secrets.token_hex(4)
         self.opts, self.metrics, self.portrait = options, metrics, portrait
+        self.overlay = overlay
         self._on_closed = on_closed
         self.spec = WindowSpec.for_latency(int(engine.latency_samples), options.sample_rate_hz, options.fps,
                                            options.hop_frames, options.context_frames)
@@ -133,7 +137,8 @@ class Session:
         self.counters = {"frames_sent": 0, "frames_held": 0, "padded_s": 0.0, "trimmed_s": 0.0}
         metrics.sessions_active.inc()
         metrics.sessions_total.inc()
-        log.info("%s opened: portrait %s, delay %.0f ms", self, portrait, self.delay_s * 1000)
+        log.info("%s opened: portrait %s%s, delay %.0f ms", self, portrait,
+                 " (overlay: colour + alpha)" if overlay else "", self.delay_s * 1000)
 
     def __repr__(self) -> str:
         return f"Session({self.sid})"
@@ -307,7 +312,7 @@ class Session:
         now = time.monotonic()
         recent = [t for t in self._sent_times if now - t <= 2.0]
         fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 2 else 0.0
-        return {"type": "stats", "session": self.sid, "portrait": self.portrait,
+        return {"type": "stats", "session": self.sid, "portrait": self.portrait, "overlay": self.overlay,
                 "fps_sent": round(fps, 2), "delay_ms": round(self.delay_s * 1000, 1),
                 "stages_ms": {k: round(float(np.median(v)), 2) for k, v in self._stage_ms.items() if v},
                 **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.counters.items()},

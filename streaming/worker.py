@@ -15,6 +15,11 @@ and, with threads, every engine too; they all share one GIL, and on 2 cores two 
 missed frame deadlines although the CPUs were not busy. An engine process has its own GIL.
 :class:`EnginePool` keeps one spare process with the engine imported (about 2 s of imports)
 so that a session starts at once. Threads remain for pipelines made in-process (tests).
+
+Overlay sessions (``alpha=True``: the pipeline made with ``PipelineSettings(alpha=True)``, a
+``load(path, alpha=True)`` for a process) get PACKED frames, (S*3/2, 2S) I420: colour on the
+left, the matte as grey on the right (emote.streaming.encoding.to_i420_packed), packed here, off
+the event loop. Other sessions' engines make no matte.
 """
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ from typing import Any, Callable
 import numpy as np
 from multiprocessing.connection import Connection
 
-from emote.streaming.encoding import to_i420
+from emote.streaming.encoding import to_i420, to_i420_packed
 from emote.streaming.ringbuffer import Window
 
 __all__ = ["EngineCore", "EngineWorker", "ProcessEngineWorker", "EnginePool", "FrameBatch"]
@@ -44,7 +49,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class FrameBatch:
     """Frames made from one window: ``frames`` is [(content_index, I420 (H*3/2, W) uint8)]
-    (see emote.streaming.encoding.to_i420: converted by the engine's thread or process)."""
+    (see emote.streaming.encoding.to_i420: converted by the engine's thread or process; W = 2H
+    for an overlay session's packed colour + alpha frames)."""
 
     frames: list[tuple[int, np.ndarray]]
     t_window: float                      # monotonic: the window was ready (last packet arrived)
@@ -71,10 +77,12 @@ class _IndexMap:
 
 
 class EngineCore:
-    """A pipeline plus the content bookkeeping; runs wherever the worker runs."""
+    """A pipeline plus the content bookkeeping; runs wherever the worker runs. ``alpha``: send
+    packed colour + matte frames (each Frame's ``alpha``; a frame without one counts as opaque)."""
 
-    def __init__(self, pipeline: Any) -> None:
+    def __init__(self, pipeline: Any, alpha: bool = False) -> None:
         self.pipe = pipeline
+        self.alpha = alpha
         self._map = _IndexMap()
         self._pushed_frames = 0          # frames' worth of audio pushed into the current pipeline
         self._next_content: int | None = None
@@ -91,7 +99,10 @@ class EngineCore:
         return self._batch(self.pipe.pull(), t_window, t_taken)
 
     def _batch(self, frames: list, t_window: float, t_taken: float) -> FrameBatch:
-        out = [(self._map(f.index), to_i420(f.rgb)) for f in frames]
+        if self.alpha:
+            out = [(self._map(f.index), to_i420_packed(f.rgb, getattr(f, "alpha", None))) for f in frames]
+        else:
+            out = [(self._map(f.index), to_i420(f.rgb)) for f in frames]
         timings = dict(getattr(self.pipe, "timings", {}) or {})
         return FrameBatch(out, t_window, t_taken, time.monotonic(), timings)
 
@@ -145,12 +156,13 @@ class _Base:
 
 
 class EngineWorker(_Base):
-    """The engine in a thread of this process (a pipeline object made here)."""
+    """The engine in a thread of this process (a pipeline object made here). ``alpha``: pack
+    each frame's matte beside it (the pipeline must have been made to produce one)."""
 
-    def __init__(self, pipeline: Any, queue_windows: int = 4) -> None:
+    def __init__(self, pipeline: Any, queue_windows: int = 4, alpha: bool = False) -> None:
         super().__init__(queue_windows)
         self.latency_samples = _latency_samples(pipeline)
-        self._core = EngineCore(pipeline)
+        self._core = EngineCore(pipeline, alpha)
         self._q: queue.Queue = queue.Queue(maxsize=queue_windows)
         self._thread: threading.Thread | None = None
 
@@ -211,10 +223,13 @@ class EngineWorker(_Base):
 
 # -- the engine in a process -------------------------------------------------------------------
 def _child_main(conn, settings_kw: dict) -> None:
-    """Engine process: wait for ("load", path), then serve windows until None or EOF."""
+    """Engine process: wait for ("load", (path, alpha)), then serve windows until None or EOF.
+    ``settings_kw`` are the PipelineSettings of every session; ``alpha`` is the session's own
+    (its portrait switches keep it)."""
     import os
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from dataclasses import replace
     from emote.engine.pipeline import PipelineSettings, load_pipeline
     settings = PipelineSettings(**settings_kw)
     core = None
@@ -225,7 +240,9 @@ def _child_main(conn, settings_kw: dict) -> None:
                 return
             kind, arg, t = item
             if kind == "load":
-                core = EngineCore(load_pipeline(arg, settings))
+                path, alpha = arg
+                settings = replace(settings, alpha=bool(alpha))
+                core = EngineCore(load_pipeline(path, settings), alpha=bool(alpha))
                 conn.send(("loaded", _latency_samples(core.pipe)))
             elif kind == "window":
                 conn.send(("batch", core.window(*arg, t)))
@@ -261,10 +278,11 @@ class ProcessEngineWorker(_Base):
         self._reader: threading.Thread | None = None
         self.latency_samples = 0
 
-    def load(self, path: str) -> int:
-        """Blocking: make the child load ``path``; returns latency_samples (EmoteError on failure)."""
+    def load(self, path: str, alpha: bool = False) -> int:
+        """Blocking: make the child load ``path`` (``alpha``: for an overlay session, packed colour
+        + matte frames); returns latency_samples (EmoteError on failure)."""
         from emote.engine.exceptions import EmoteError
-        self._conn.send(("load", path, 0.0))
+        self._conn.send(("load", (path, bool(alpha)), 0.0))
         reply = self._conn.recv()
         if reply[0] != "loaded":
             raise EmoteError(f"the engine could not load {path}: {reply[1]}")
@@ -352,13 +370,13 @@ class EnginePool:
             while len(self._ready) < self.spares:
                 self._ready.append(self._spawn())
 
-    def acquire(self, path: str) -> ProcessEngineWorker:
-        """Blocking (run it in an executor): a worker with ``path`` loaded."""
+    def acquire(self, path: str, alpha: bool = False) -> ProcessEngineWorker:
+        """Blocking (run it in an executor): a worker with ``path`` loaded (``alpha``: see load)."""
         with self._lock:
             worker = self._ready.pop() if self._ready else None
         worker = worker or self._spawn()
         try:
-            worker.load(path)
+            worker.load(path, alpha)
         except BaseException:
             worker.stop()
             worker.join(2.0)

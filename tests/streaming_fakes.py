@@ -2,7 +2,8 @@
 
 The frame is gray with a dark "mouth" bar whose height follows the RMS of the frame's own
 audio, so tests can read the mouth opening back from received pixels (mean darkness of the
-mouth box) without a face landmarker.
+mouth box) without a face landmarker. Made with ``alpha=True`` (an overlay session), each frame
+also carries a matte like engine.pipeline.Frame's: a centred disc of 255 on 0 (``disc_alpha``).
 """
 from __future__ import annotations
 
@@ -21,14 +22,23 @@ class FakeFrame:
     index: int
     rgb: np.ndarray
     motion: np.ndarray
+    alpha: np.ndarray | None = None
+
+
+def disc_alpha(size_px: int) -> np.ndarray:
+    """(S, S) uint8: 255 inside a centred disc of radius 0.35 S, 0 outside."""
+    yy, xx = np.mgrid[:size_px, :size_px] + 0.5
+    r = np.hypot(xx - size_px / 2, yy - size_px / 2)
+    return np.where(r < 0.35 * size_px, 255, 0).astype(np.uint8)
 
 
 class FakePipeline:
     """push(float32 16 kHz any size) / pull() -> frames; lookahead ``latency_frames``."""
 
     def __init__(self, size_px: int = 128, latency_frames: int = 2, shade: int = 180,
-                 render_ms: float = 0.0) -> None:
+                 render_ms: float = 0.0, alpha: bool = False) -> None:
         self.size, self.latency_frames, self.shade = size_px, latency_frames, shade
+        self.alpha = disc_alpha(size_px) if alpha else None
         self.render_ms = render_ms
         self._audio = np.zeros(0, np.float32)
         self._next = 0
@@ -58,7 +68,7 @@ class FakePipeline:
         if self.render_ms:
             time.sleep(self.render_ms / 1000.0)
         self.timings = {"features": 0.01, "motion": 0.01, "render": (time.perf_counter() - t) * 1000}
-        return FakeFrame(i, rgb, motion)
+        return FakeFrame(i, rgb, motion, None if self.alpha is None else self.alpha.copy())
 
     def pull(self) -> list[FakeFrame]:
         ready = len(self._audio) // SPF - self.latency_frames
@@ -93,8 +103,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def fake_factory(path: str) -> FakePipeline:
-    return FakePipeline(shade=180 if path == "a.jpg" else 90)
+def fake_factory(path: str, alpha: bool = False) -> FakePipeline:
+    return FakePipeline(shade=180 if path == "a.jpg" else 90, alpha=alpha)
 
 
 async def start_server(factory=fake_factory, **settings):

@@ -463,3 +463,45 @@ def test_an_engine_exception_ends_only_its_own_session_with_a_logged_error(caplo
     assert len(ra.video) > 60                          # a's call went on for its 3 s
     assert len(rb.video) < 45                           # b's ended early ...
     assert any("injected engine fault" in r.getMessage() for r in caplog.records)   # ... with the error logged
+
+
+def test_an_overlay_session_gets_packed_colour_and_alpha_and_a_normal_one_does_not():
+    """"overlay": true -> 2S x S frames, the colour left and the engine's matte as grey right;
+    a normal session beside it still gets S x S; a non-boolean "overlay" is a 400."""
+    from streaming_fakes import disc_alpha
+
+    async def go():
+        runner, url, app = await start_server()
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.post(url + "/offer", json={"sdp": await _offer_sdp(), "type": "offer",
+                                                           "overlay": "yes"}) as r:
+                    bad = (r.status, await r.text())
+            over, plain = await asyncio.gather(
+                run_client(_client(url, seconds=2.0, portrait="a", overlay=True), FileAudioTrack(TONE)),
+                run_client(_client(url, seconds=2.0, portrait="a"), FileAudioTrack(TONE)))
+        finally:
+            await runner.cleanup()
+        return bad, over, plain
+    bad, over, plain = asyncio.run(go())
+    assert bad[0] == 400 and "overlay" in bad[1] and "true or false" in bad[1], bad
+    assert len(over.video) > 20 and len(plain.video) > 20
+    assert {f.shape for _, _, f in over.video} == {(128, 256, 3)}
+    assert {f.shape for _, _, f in plain.video} == {(128, 128, 3)}
+    want = disc_alpha(128).astype(np.float32)
+    edge = np.abs(np.diff(want, axis=0, prepend=0)) + np.abs(np.diff(want, axis=1, prepend=0))
+    inner = cv2_dilate(edge > 0, 3) == 0                # away from the disc's edge (codec ringing)
+    for _, _, f in over.video[-10:]:
+        grey = f[:, 128:].astype(np.float32)
+        assert np.abs(grey - grey.mean(axis=2, keepdims=True)).max() <= 10     # grey: R = G = B
+        err = np.abs(grey[..., 1] - want)
+        assert np.percentile(err[inner], 99) <= 10 and np.median(err) <= 3, (err[inner].max(), np.median(err))
+        colour = f[:, :128].astype(np.float32)
+        assert abs(np.median(colour[8:40]) - 180) <= 10         # the portrait's shade, top rows
+        assert abs(np.median(colour[8:40]) - np.median(plain.video[-1][2][8:40])) <= 6
+
+
+def cv2_dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    import cv2
+    k = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    return cv2.dilate(mask.astype(np.uint8), k)

@@ -193,5 +193,83 @@ def test_overlay_page_shows_only_the_portrait(tmp_path):
             await runner.cleanup()
         return info, sessions
     info, sessions = asyncio.run(go())
-    assert info["w"] == 128 and info["buttons"] == 0 and info["bg"] == "rgba(0, 0, 0, 0)"
+    # the overlay asks for packed frames: 2S wide (colour | alpha), see the test below
+    assert info["w"] == 256 and info["buttons"] == 0 and info["bg"] == "rgba(0, 0, 0, 0)"
     assert sessions == ["b"]
+
+
+CHECKER = (40, 235)          # the host page's checkerboard greys
+
+
+def _host_page(token: str, w: int, h: int) -> str:
+    """An OBS-like scene: /overlay in a transparent iframe over a checkerboard of 16 px squares."""
+    dark, light = (f"rgb({c},{c},{c})" for c in CHECKER)
+    return f"""<!doctype html><html><head><style>
+      html, body {{ margin: 0; }}
+      body {{ background: repeating-conic-gradient({dark} 0 25%, {light} 0 50%) 0 0 / 32px 32px; }}
+      iframe {{ position: absolute; left: 0; top: 0; width: {w}px; height: {h}px; border: 0; }}
+    </style></head><body>
+    <iframe allowtransparency="true" allow="microphone; autoplay"
+            src="/overlay?token={token}&portrait=a"></iframe></body></html>"""
+
+
+def test_overlay_is_transparent_where_the_alpha_is_zero(tmp_path):
+    """The overlay page over a checkerboard: the fake engine's matte is a disc (streaming_fakes
+    .disc_alpha), so the checkerboard shows around it and the portrait's grey (180) inside."""
+    from aiohttp import web
+    from emote.streaming.server import STATE, ServerSettings, make_app
+    from streaming_fakes import LOOPBACK, fake_factory, free_port
+    wav = str(tmp_path / "speech.wav")
+    speech_with_pauses(wav, texts=("Overlay.",))
+    token, w, h = "overlay-token", 400, 300
+
+    async def go():
+        s = ServerSettings(host="127.0.0.1", port=free_port(), ice_addresses=LOOPBACK, web_dir=WEB_DIR,
+                           token=token, portraits=(("a", "a.jpg"), ("b", "b.jpg")))
+        app = make_app(s, fake_factory)
+
+        async def host(_request: web.Request) -> web.Response:
+            return web.Response(text=_host_page(token, w, h), content_type="text/html")
+        app.router.add_get("/host", host)
+        runner = web.AppRunner(app, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, s.host, s.port).start()
+        profile = tempfile.mkdtemp(prefix="emote-chromium-")
+        try:
+            async with pw.async_playwright() as p:
+                ctx = await p.chromium.launch_persistent_context(
+                    profile, executable_path=CHROMIUM, headless=True, args=chromium_args(wav),
+                    viewport={"width": 480, "height": 360}, device_scale_factor=1)
+                page = await ctx.new_page()
+                logs: list[str] = []
+                page.on("console", lambda m: logs.append(m.text))
+                await page.goto(f"http://{s.host}:{s.port}/host?token={token}")
+                frame = next(f for f in page.frames if "/overlay" in f.url)
+                await frame.wait_for_function("window.emoteOverlay && emoteOverlay.drawn > 25",
+                                              timeout=20000)
+                png = await page.screenshot()
+                overlay = [se.overlay for se in app[STATE].sessions.values()]
+                await ctx.close()
+        finally:
+            shutil.rmtree(profile, ignore_errors=True)
+            await runner.cleanup()
+        return png, overlay, logs
+    png, overlay, logs = asyncio.run(go())
+    (tmp_path / "overlay.png").write_bytes(png)
+    if os.environ.get("EMOTE_OVERLAY_PNG"):
+        shutil.copy(tmp_path / "overlay.png", os.environ["EMOTE_OVERLAY_PNG"])
+    import cv2
+    shot = cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert overlay == [True], (overlay, logs)
+    # object-fit contain: the 128 px portrait becomes h x h, centred in the w x h iframe
+    yy, xx = np.mgrid[:h, :w] + 0.5
+    r = np.hypot(xx - w / 2, yy - h / 2) / h          # in portrait sizes (disc radius 0.35)
+    px = shot[:h, :w].astype(np.float32)
+    outside = r > 0.35 + 0.03
+    dist = np.min([np.abs(px - c).max(axis=2) for c in CHECKER], axis=0)
+    assert np.mean(dist[outside] <= 8) > 0.99, np.percentile(dist[outside], [50, 99, 100])
+    for c in CHECKER:                                 # both squares' colours show through
+        assert np.mean(np.abs(px[outside] - c).max(axis=1) <= 8) > 0.3, c
+    inside = (r < 0.35 - 0.03) & (yy < h * 0.45)      # the disc above the fake mouth bar
+    err = np.abs(px[inside] - 180).max(axis=1)
+    assert np.mean(err <= 8) > 0.99, np.percentile(err, [50, 99, 100])

@@ -30,7 +30,9 @@ function gatheringComplete(pc) {
 }
 
 // Connect: returns {pc, stream, ws, session, delayMs, close()}. `onStats(msg)` gets the server's stats.
-export async function connect({ token = "", portrait = "", video, onStats = () => {}, onEnd = () => {} }) {
+// `overlay: true` asks for packed frames (2S x S: colour left, alpha as grey right; see overlay.html).
+export async function connect({ token = "", portrait = "", overlay = false, video, onStats = () => {},
+                                onEnd = () => {} }) {
   const cfg = await fetchConfig(token);
   const pc = new RTCPeerConnection({ iceServers: cfg.ice_servers || [] });
   const mic = await navigator.mediaDevices.getUserMedia({
@@ -47,6 +49,7 @@ export async function connect({ token = "", portrait = "", video, onStats = () =
   await gatheringComplete(pc);         // the server does not trickle: send all candidates at once
   const body = { sdp: pc.localDescription.sdp, type: "offer" };
   if (portrait) body.portrait = portrait;
+  if (overlay) body.overlay = true;
   const r = await fetch("/offer", {
     method: "POST",
     headers: { "Content-Type": "application/json", ...authHeaders(token) },

@@ -34,7 +34,7 @@ EMOTIONS: dict[str, dict[str, float]] = {
     "neutral": {},
     "happy": {"mouthSmileLeft": 0.55, "mouthSmileRight": 0.55, "browOuterUpLeft": 0.1,
               "browOuterUpRight": 0.1, "mouthUpperUpLeft": 0.08, "mouthUpperUpRight": 0.08},
-    "sad": {"browInnerUp": 0.6, "browDownLeft": 0.15, "browDownRight": 0.15, "mouthStretchLeft": 0.2,
+    "sad": {"browInnerUp": 0.8, "browDownLeft": 0.15, "browDownRight": 0.15, "mouthStretchLeft": 0.2,
             "mouthStretchRight": 0.2, "mouthRollLower": 0.15, "headPitch_deg": 3.0},
     "angry": {"browDownLeft": 0.7, "browDownRight": 0.7, "mouthUpperUpLeft": 0.2, "mouthUpperUpRight": 0.2,
               "mouthStretchLeft": 0.15, "mouthStretchRight": 0.15, "headPitch_deg": 1.5},

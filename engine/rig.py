@@ -12,7 +12,9 @@ measured in inter-ocular distances (IOD) so that one set of constants fits every
   stretches the lid skin above it; gaze shifts the iris inside the eye.
 * mouthClose closes whatever gap the inner lips have at that moment (bilinear, computed per frame).
 * The head pose rotates the deformed 3D points (landmark depth) about a pivot behind the ears;
-  ring H follows rigidly, ring O never moves, and the mesh interpolates in between.
+  ring H follows rigidly, ring O never moves. In between, intermediate rings carry the head motion
+  with an eased fade (hair edges and neck follow partly), reaching exactly 0 a few pixels inside
+  ring O. The depth relief is flattened where it is too steep, so yaw / pitch never fold the mesh.
 """
 from __future__ import annotations
 
@@ -40,11 +42,22 @@ class RigSettings:
     lip_meet: float = 0.45              # fraction of the lip gap the upper lip travels on mouthClose
     gaze_iod_per_deg: float = 0.0045    # iris shift per degree of gaze
     pivot_behind_ears_iod: float = 0.25  # head-rotation pivot depth behind the ear landmarks
+    # head pose: the band between ring H (rigid) and ring O (fixed)
+    band_rings: int = 4                 # intermediate rings carrying the fading head motion
+    band_ease: float = 0.5              # 0: linear fade across the band, 1: smoothstep (no kink at the rings)
+    still_margin_px: float = 8.0        # motion is exactly 0 this far inside ring O (> warp grid step + 2)
+    fold_free_tilt_deg: float = 24.0    # face depth is flattened so that yaw/pitch tilts up to this never fold
+    min_area_ratio: float = 0.15        # beyond that tilt, depth is scaled so no face triangle shrinks below this
 
     def __post_init__(self) -> None:
+        ranges = {"band_rings": (1, 12), "band_ease": (0.0, 1.0), "still_margin_px": (0.0, 32.0),
+                  "fold_free_tilt_deg": (5.0, 60.0), "min_area_ratio": (0.0, 0.8)}
         for k, v in self.__dict__.items():
-            if not (0.0 <= v <= 2.0):
-                raise ConfigError(f"RigSettings.{k} must be within 0..2, got {v}")
+            lo, hi = ranges.get(k, (0.0, 2.0))
+            if not (lo <= v <= hi):
+                raise ConfigError(f"RigSettings.{k} must be within {lo}..{hi}, got {v}")
+        if not isinstance(self.band_rings, int):
+            raise ConfigError(f"RigSettings.band_rings must be an integer, got {self.band_rings!r}")
 
 
 def _smooth(x: np.ndarray) -> np.ndarray:
@@ -86,9 +99,11 @@ class Rig:
 
     def __init__(self, avatar: Avatar, settings: RigSettings = RigSettings()) -> None:
         self.avatar, self.s = avatar, settings
-        self.vertices = np.vstack([avatar.points, avatar.ring_head, avatar.ring_outer]).astype(np.float32)
+        band, self.band_weight, still = self._band_rings(avatar)
+        self.vertices = np.vstack([avatar.points, avatar.ring_head, band, still, avatar.ring_outer]).astype(np.float32)
         self.n_face = len(avatar.points)
-        self.n_head = self.n_face + len(avatar.ring_head)  # vertices that follow the head pose
+        self.n_rigid = self.n_face + len(avatar.ring_head)  # vertices that follow the head pose rigidly
+        self.n_head = self.n_rigid + len(band)              # vertices that move at all; the rest never move
         self.active = np.ones(len(self.vertices), bool)   # vertices of the warp mesh
         self.active[list(L.IRIS_R[1:] + L.IRIS_L[1:])] = False  # iris rings reach under the lids
         self.u = avatar.iod_px
@@ -103,6 +118,30 @@ class Rig:
         self._build_brows()
         self._build_closure()
         self._build_head()
+
+    def _band_rings(self, avatar: Avatar) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The band between ring H and ring O: (K R, 3) intermediate ring points, their (K R,) float32
+        fade weights (1 = moves with the head, 0 = still) and the (R, 3) 'still' ring.
+
+        Ring k sits at t_k = k / (K + 1) of the way from H to the still ring, which is ring O moved
+        ``still_margin_px`` inwards along its normal: between it and ring O nothing moves, so the warp's
+        coarse grid cannot leak motion past ring O. The fade 1 - ((1 - e) t + e smoothstep(t)) has no kink at the
+        rings for e = 1 and the smallest stretch for e = 0 (e = band_ease)."""
+        h, o = avatar.ring_head.astype(np.float64), avatar.ring_outer.astype(np.float64)
+        tangent = np.roll(o[:, :2], -1, 0) - np.roll(o[:, :2], 1, 0)
+        normal = np.stack([-tangent[:, 1], tangent[:, 0]], 1) / np.maximum(np.linalg.norm(tangent, axis=1), 1e-6)[:, None]
+        normal *= np.sign(((o[:, :2].mean(0) - o[:, :2]) * normal).sum(1))[:, None]   # inwards
+        still = o[:, :2] + self.s.still_margin_px * normal
+        span = o[:, :2] - h[:, :2]
+        t_still = ((still - h[:, :2]) * span).sum(1) / np.maximum((span * span).sum(1), 1e-6)
+        thin = t_still < 0.5                                  # band thinner than ~2 margins: halfway
+        still[thin] = h[thin, :2] + 0.5 * span[thin]
+        K, e = self.s.band_rings, self.s.band_ease
+        ts = np.arange(1, K + 1) / (K + 1)
+        band = np.vstack([np.column_stack([h[:, :2] + t * (still - h[:, :2]), h[:, 2]]) for t in ts])
+        still = np.column_stack([still, h[:, 2]])
+        fade = 1.0 - ((1.0 - e) * ts + e * _smooth(ts))
+        return band.astype(np.float32), np.repeat(fade, len(h)).astype(np.float32), still.astype(np.float32)
 
     # ------------------------------------------------------------ frames and helpers
     def _local(self, origin: np.ndarray, pts: np.ndarray | None = None) -> np.ndarray:
@@ -257,37 +296,57 @@ class Rig:
         ears = (p[L.EAR_L] + p[L.EAR_R]) / 2
         self.pivot = np.array([ears[0], ears[1], ears[2] + self.s.pivot_behind_ears_iod * self.u], np.float32)
         self.face_width = self.avatar.face_width_px
-        self.depth = self._limited_depth(max_slope=2.2)
+        self.z_ring = float(self.avatar.ring_head[:, 2].mean())      # depth of every ring point, pixels
+        self.depth, self.depth_slope = self._limited_depth(1.0 / np.tan(np.deg2rad(self.s.fold_free_tilt_deg)))
 
-    def _limited_depth(self, max_slope: float, iterations: int = 60) -> np.ndarray:
-        """Landmark depth with its slope limited along mesh edges, (N,) float32 pixels.
-
-        Near the silhouette MediaPipe's depth rises steeply; rotating such points folds the mesh
-        (they would be hidden in 3D). Limiting |dz| / |dxy| to max_slope keeps yaw / pitch up to
-        about atan(1 / max_slope) ~ 24 degrees fold-free.
-        """
+    def _face_triangles(self) -> np.ndarray:
+        """(T, 3) vertex indices of the warp mesh's triangles that touch the face (Delaunay, as MeshWarp)."""
         from emote.kernels.warp import triangulate
 
-        v = self.vertices
-        tri = triangulate(v[self.active, :2]).simplices
-        idx = np.nonzero(self.active)[0][tri]
-        e = np.unique(np.sort(np.vstack([idx[:, [0, 1]], idx[:, [1, 2]], idx[:, [0, 2]]]), 1), axis=0)
-        e = e[(e < self.n_face).all(1)]
-        length = np.linalg.norm(v[e[:, 0], :2] - v[e[:, 1], :2], axis=1)
-        z = v[:, 2].astype(np.float64).copy()
+        tri = np.nonzero(self.active)[0][triangulate(self.vertices[self.active, :2]).simplices]
+        return tri[(tri < self.n_face).any(1)]
+
+    def _limited_depth(self, max_slope: float, iterations: int = 400) -> tuple[np.ndarray, float]:
+        """Landmark depth with the depth slope |grad z| of every mesh triangle limited to max_slope.
+
+        Returns ((N,) float32 depth in pixels, the largest slope left, unitless).
+        Rotating a triangle of slope g by a tilt theta (yaw and pitch together) folds it once
+        g sin(theta) > cos(theta): near the silhouette MediaPipe's depth rises steeply (points that
+        would hide behind the cheek). Each triangle over the limit is flattened by the least change of its
+        face vertices (rings keep their depth), the changes averaged per vertex, until none is over.
+        Triangles under 0.25 px^2 (closed lips) are ignored."""
+        v = self.vertices.astype(np.float64)
+        tri = self._face_triangles()
+        E = np.stack([v[tri[:, 1], :2] - v[tri[:, 0], :2], v[tri[:, 2], :2] - v[tri[:, 0], :2]], 1)  # (T, 2, 2)
+        ok = np.abs(np.linalg.det(E)) > 0.5
+        tri, E = tri[ok], E[ok]
+        G = np.linalg.inv(E) @ np.array([[-1.0, 1.0, 0.0], [-1.0, 0.0, 1.0]])   # (T, 2, 3): grad z = G z_tri
+        Gp = np.linalg.pinv(G * (tri < self.n_face)[:, None, :])               # (T, 3, 2): changes face vertices only
+        z = v[:, 2].copy()
         for _ in range(iterations):
-            dz = z[e[:, 1]] - z[e[:, 0]]
-            excess = np.abs(dz) - max_slope * length
-            bad = excess > 0
+            g = np.einsum("tij,tj->ti", G, z[tri])
+            n = np.linalg.norm(g, axis=1)
+            bad = n > max_slope
             if not bad.any():
                 break
-            corr = np.zeros_like(z)
-            np.add.at(corr, e[bad, 0], 0.5 * excess[bad] * np.sign(dz[bad]))
-            np.add.at(corr, e[bad, 1], -0.5 * excess[bad] * np.sign(dz[bad]))
-            cnt = np.zeros_like(z)
-            np.add.at(cnt, e[bad].ravel(), 1)
-            z += corr / np.maximum(cnt, 1)
-        return z.astype(np.float32)
+            delta = np.einsum("tij,tj->ti", Gp[bad], g[bad] * (0.97 * max_slope / n[bad, None] - 1.0))
+            corr, cnt = np.zeros_like(z), np.zeros_like(z)
+            np.add.at(corr, tri[bad], delta)
+            np.add.at(cnt, tri[bad], 1.0)
+            z += corr / np.maximum(cnt, 1.0)
+        slope = float(np.linalg.norm(np.einsum("tij,tj->ti", G, z[tri]), axis=1).max())
+        return z.astype(np.float32), slope
+
+    def depth_scale(self, rot: np.ndarray) -> float:
+        """Factor (0..1] on the face's depth relief for head rotation rot (3x3) so that no face triangle
+        folds: the projected area ratio of a triangle of slope g is >= cos(theta) - g sin(theta)."""
+        r2 = np.asarray(rot, np.float64)[2]
+        norm = float(np.linalg.norm(r2))
+        cos_t, sin_t = r2[2] / norm, float(np.hypot(r2[0], r2[1])) / norm
+        room = cos_t - self.s.min_area_ratio
+        if sin_t * self.depth_slope <= room:
+            return 1.0
+        return float(np.clip(room / (sin_t * self.depth_slope), 0.0, 1.0))
 
     # ------------------------------------------------------------ per frame
     def _close_lips(self, d: np.ndarray, amount: float) -> np.ndarray:
@@ -316,16 +375,25 @@ class Rig:
         return rot.astype(np.float32), t.astype(np.float32)
 
     def displacement(self, motion: np.ndarray) -> np.ndarray:
-        """motion: (C,) float32 (engine.motion channels) -> (N, 2) float32 pixel displacement."""
+        """motion: (C,) float32 (engine.motion channels) -> (N, 2) float32 pixel displacement.
+
+        Face and ring H: the deformed 3D points rotated about the pivot (depth relief scaled by
+        depth_scale); band rings: the same rigid motion of their own position, times their fade weight;
+        the still ring and ring O: 0."""
         m = np.asarray(motion, np.float32)
         d = np.tensordot(m, self.bases, axes=(0, 0))
         d = self._close_lips(d, float(np.clip(m[M.INDEX["mouthClose"]], 0, 1)))
         rot, t = self.head_transform(m)
-        h = self.n_head
-        p3 = np.column_stack([self.vertices[:h, :2] + d[:h], self.depth[:h]])
-        rel = (p3 - self.pivot) @ (rot - np.eye(3, dtype=np.float32)).T + t   # exactly 0 at rest pose
-        d[:h] += rel[:, :2]
-        d[h:] = 0.0
+        rot_i = rot - np.eye(3, dtype=np.float32)                 # exactly 0 at rest pose
+        h, b = self.n_rigid, self.n_head
+        z = self.depth[:h]
+        k = self.depth_scale(rot)
+        if k < 1.0:
+            z = self.z_ring + np.float32(k) * (z - self.z_ring)
+        p3 = np.column_stack([self.vertices[:h, :2] + d[:h], z])
+        d[:h] += ((p3 - self.pivot) @ rot_i.T + t)[:, :2]
+        d[h:b] = ((self.vertices[h:b] - self.pivot) @ rot_i.T + t)[:, :2] * self.band_weight[:, None]
+        d[b:] = 0.0
         return d
 
     def __call__(self, motion: np.ndarray) -> np.ndarray:

@@ -72,3 +72,55 @@ def test_blink_is_seen_by_the_landmarker(renderer):
 def test_settings_checked():
     with pytest.raises(ConfigError):
         RendererSettings(grid_step_px=3)
+
+
+EXTREME = [(15, 0, 0), (-15, 0, 0), (0, 15, 0), (0, -15, 0), (0, 0, 10), (0, 0, -10),
+           (15, -15, 10), (-15, 15, -10), (15, 15, -10), (-15, -15, 10)]
+
+
+@pytest.fixture(scope="module")
+def astro256(tmp_path_factory):
+    from emote.engine.avatar import AvatarSettings
+
+    return Renderer(prepare(astronaut(), AvatarSettings(size_px=256), cache_dir=tmp_path_factory.mktemp("cache256")))
+
+
+def test_extreme_poses_do_not_tear_fold_or_move_the_background(astro256):
+    """Bars from benchmarks/pose.py (256 and 512 px, both portraits): gradient p99.9 ratio in the band
+    <= 1.08 and seam ratio <= 1.25 measured; a head pasted 4-8 px off (a real seam) scores 6-24."""
+    from emote.benchmarks.pose import border_band, folds, source_map, tearing
+
+    r, av = astro256, astro256.avatar
+    band, outside = border_band(av), av.head_mask() == 0
+    for y, p, ro in EXTREME:
+        m = _m(headYaw_deg=y, headPitch_deg=p, headRoll_deg=ro)
+        frame, d = r(m), r.rig.displacement(m)
+        assert np.array_equal(frame[outside], av.image[outside]), f"background moved at {y, p, ro}"
+        f = folds(r, d)
+        assert f["folded_triangles"] == 0 and f["jac_det_min"] > 0.1, f
+        t = tearing(av.image, frame, band, source_map(r, d))
+        assert t["grad_ratio_p999"] <= 1.2 and t["seam_ratio_max"] <= 2.0, (y, p, ro, t)
+        assert np.abs(frame[band].astype(int) - av.image[band]).max() > 20    # the band does follow
+
+
+def test_tearing_metric_sees_a_seam(astro256):
+    from emote.benchmarks.pose import border_band, tearing
+
+    av = astro256.avatar
+    band = border_band(av)
+    torn = av.image.copy()
+    inner = (av.head_mask() > 0) & ~band
+    torn[inner] = np.roll(av.image, 6, axis=1)[inner]
+    assert tearing(av.image, torn, band)["seam_ratio_max"] > 4.0
+
+
+def test_landmarker_sees_the_yaw(astro256):
+    """The landmarker's facial transformation matrix, frame vs photo: at +-15 deg requested it measures
+    about +-9..11 deg (the warp turns the face, not the skull's far side); demand the sign and >= 7."""
+    from emote.benchmarks.pose import measured_pose
+
+    lm = L.shared_landmarker()
+    photo = lm.detect_one(astro256.avatar.image)
+    for yaw in (15.0, -15.0):
+        y, p, ro = measured_pose(photo.pose, lm.detect_one(astro256(_m(headYaw_deg=yaw))).pose)
+        assert np.sign(y) == np.sign(yaw) and abs(y) >= 7.0 and abs(p) < 5 and abs(ro) < 5, (yaw, y, p, ro)

@@ -95,3 +95,50 @@ def test_outer_ring_never_moves_and_no_folds(rig):
 def test_settings_checked():
     with pytest.raises(ConfigError):
         RigSettings(jaw_drop_iod=-0.1)
+
+
+EXTREME = [(15, 0, 0), (-15, 0, 0), (0, 15, 0), (0, -15, 0), (0, 0, 10), (0, 0, -10),
+           (15, -15, 10), (-15, 15, -10), (15, 15, -10), (-15, -15, 10)]
+
+
+def _signed_areas(rig, v):
+    tri = np.nonzero(rig.active)[0][triangulate(rig.vertices[rig.active, :2]).simplices]
+    a, b, c = v[tri[:, 0]], v[tri[:, 1]], v[tri[:, 2]]
+    e1, e2 = b - a, c - a
+    return e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+
+
+@pytest.mark.parametrize("limit", [False, True])
+def test_extreme_head_poses_never_fold(rig, limit):
+    """No mesh triangle (face, ring H, band) flips at yaw/pitch +-15 and roll +-10, nor at the channels'
+    own limits (yaw 30, pitch 25, roll 20), where the depth relief is scaled down instead."""
+    a0 = _signed_areas(rig, rig.vertices[:, :2])
+    poses = [(30, 25, 20), (-30, -25, -20), (30, -25, 0), (-30, 25, 0)] if limit else EXTREME
+    for y, p, r in poses:
+        v = rig(_m(headYaw_deg=y, headPitch_deg=p, headRoll_deg=r))
+        a1 = _signed_areas(rig, v)
+        big = np.abs(a0) > 0.5
+        assert (np.sign(a1[big]) == np.sign(a0[big])).all(), f"fold at yaw {y} pitch {p} roll {r}"
+        assert np.array_equal(v[rig.n_head:], rig.vertices[rig.n_head:, :2])
+
+
+def test_depth_relief_kept_within_the_fold_free_tilt(rig):
+    assert rig.depth_slope <= 1.01 / np.tan(np.deg2rad(rig.s.fold_free_tilt_deg))
+    rot15, _ = rig.head_transform(_m(headYaw_deg=15.0))
+    rot30, _ = rig.head_transform(_m(headYaw_deg=30.0, headPitch_deg=25.0))
+    assert rig.depth_scale(rot15) == 1.0 and 0.2 < rig.depth_scale(rot30) < 0.9
+
+
+def test_band_fades_from_ring_h_to_still(rig):
+    """Band rings move less and less outwards; the still ring (inside ring O) and ring O never move."""
+    d = rig.displacement(_m(headRoll_deg=10.0))
+    R = len(rig.avatar.ring_head)
+    mags = [np.linalg.norm(d[i:i + R], axis=1).mean() for i in range(rig.n_face, rig.n_head + R, R)]
+    assert mags[0] > 0.05 * rig.u and all(a > b for a, b in zip(mags, mags[1:])) and mags[-1] == 0.0
+    assert (np.diff(rig.band_weight[::R]) < 0).all() and 0 < rig.band_weight.min() <= rig.band_weight.max() < 1
+
+
+def test_band_settings_checked():
+    for bad in (dict(band_rings=0), dict(band_ease=1.5), dict(still_margin_px=-1.0), dict(fold_free_tilt_deg=80.0)):
+        with pytest.raises(ConfigError):
+            RigSettings(**bad)

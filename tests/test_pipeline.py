@@ -176,3 +176,25 @@ def test_webm_alpha_round_trips_the_matte_and_background_keys_it(tmp_path):
     assert np.abs(green - (0, 255, 0)).mean() < 12               # H.264 keeps the key colour
     fg = want[: len(k)] == 255
     assert np.abs(k[: len(want)][fg].astype(int) - (0, 255, 0)).mean() > 100
+
+
+def test_pipeline_routes_controls_and_checks_them_all_before_applying_any(tmp_path):
+    from emote.engine.exceptions import ConfigError
+    from emote.engine.expression import ExpressionSettings
+    s = PipelineSettings(size_px=128, generator="baseline", cache_dir=str(tmp_path),
+                         expression=ExpressionSettings(emotion="happy"), controls=(("head_motion_amplitude", 0.0),))
+    pipe = PortraitPipeline(prepare(astronaut(), s.avatar), s)
+    assert pipe.expression.controls["emotion"] == "happy"
+    assert pipe.generator.controls["head_motion_amplitude"] == 0.0
+    pipe.set_controls(emotion="surprised", gaze="camera", blink_rate_per_min=12, expression_intensity=0.5,
+                      head_motion_speed=1.5)
+    assert pipe.expression.controls["expression_intensity"] == 0.5 == pipe.generator.controls["expression_intensity"]
+    assert pipe.generator.controls["head_motion_speed"] == 1.5 and pipe.expression.controls["gaze"] == "camera"
+    for bad in ({"emotion": "smug", "head_motion_speed": 0.5}, {"head_motion_speed": 9, "gaze": "wander"}):
+        with pytest.raises(ConfigError):
+            pipe.set_controls(**bad)
+    assert pipe.generator.controls["head_motion_speed"] == 1.5 and pipe.expression.controls["gaze"] == "camera"
+    pipe.push(np.zeros(16000, np.float32))
+    frames = pipe.pull() + pipe.finish()
+    head = np.array([f.motion[M.idx("headYaw_deg")[0]] for f in frames])
+    assert len(frames) == 25 and np.abs(head).max() < 0.05        # amplitude 0: the head stays (all but) still

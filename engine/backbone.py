@@ -54,6 +54,7 @@ SILENT_ROW = np.array([-100.0, -100.0, -100.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0
                       + [math.log(1e-10)] * 40, np.float32)
 _LN_PER_DB = math.log(10.0) / 10.0
 _JAW = M.INDEX["jawOpen"]
+_CLOSE = M.INDEX["mouthClose"]
 _MOUTH = np.asarray(M.idx(*M.MOUTH), np.intp)
 
 
@@ -174,6 +175,11 @@ class BackboneModel:
         #: per head channel (engine.motion's "head" group, in order): the data's std / the model's,
         #: after the head smoother (the sampler shrinks head motion too); 1 if absent.
         self.head_gain = np.asarray(m.get("head_gain", [1.0] * len(M.HEAD)), np.float64)
+        #: mouthClose quantile map (model's quantiles -> the data's, from held-out speech): the
+        #: sampler leaves a short bilabial closure half shut; a monotone map restores the data's
+        #: spread of lip closure, keeping the model's ranking. Absent: identity.
+        cm = m.get("mouth_close_map")
+        self.close_map = None if not cm else (np.asarray(cm[0], np.float64), np.asarray(cm[1], np.float64))
 
     def sample(self, audio: np.ndarray, past: np.ndarray, controls: np.ndarray, z: np.ndarray,
                steps: int) -> np.ndarray:
@@ -352,6 +358,8 @@ class BackboneGenerator(MotionGenerator):
         self._t += n_out
         out = self._head(out[:n_out], self._controls["head_motion_amplitude"])
         out[:, _JAW] = np.clip(out[:, _JAW] * m.articulation_gain, 0.0, 1.0)
+        if m.close_map is not None:
+            out[:, _CLOSE] = np.interp(out[:, _CLOSE], *m.close_map)
         return out
 
 

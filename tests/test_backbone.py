@@ -141,6 +141,27 @@ def test_articulation_gain_is_read_from_the_model_and_scales_the_jaw(tmp_path, s
     np.testing.assert_allclose(jb, np.clip(ja * 1.5, 0, 1), atol=1e-6)
 
 
+def test_mouth_close_map_is_read_from_the_model_and_applied_monotonically(tmp_path, speech_rows):
+    pytest.importorskip("onnx")
+    import shutil
+    from emote.engine.training.calibrate import close_map, write_gain
+    src = default_model_path()
+    if not src.is_file():
+        pytest.skip("no backbone model")
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    shutil.copy(src, a)
+    shutil.copy(src, b)
+    write_gain(str(a), 1.0, close=[[0.0, 1.0], [0.0, 1.0]])                 # identity
+    write_gain(str(b), 1.0, close=[[0.0, 0.1, 0.3, 1.0], [0.0, 0.2, 0.9, 1.0]])
+    ca = run(BackboneGenerator(BackboneSettings(), BackboneModel(a)), speech_rows)[:, M.INDEX["mouthClose"]]
+    cb = run(BackboneGenerator(BackboneSettings(), BackboneModel(b)), speech_rows)[:, M.INDEX["mouthClose"]]
+    np.testing.assert_allclose(cb, np.interp(ca, [0.0, 0.1, 0.3, 1.0], [0.0, 0.2, 0.9, 1.0]), atol=1e-6)
+    assert ca.max() > 0.3                                               # the speech has closures
+    rng = np.random.default_rng(0)
+    xs, ys = close_map(rng.beta(0.3, 3, 5000), rng.beta(0.5, 1.5, 5000))
+    assert np.all(np.diff(xs) > 0) and np.all(np.diff(ys) >= 0) and ys[0] == 0 and ys[-1] == 1
+
+
 def test_seam_stats():
     t = np.arange(200)
     smooth = np.sin(t / 7.0)[:, None]

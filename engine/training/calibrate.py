@@ -31,6 +31,8 @@ def articulation_gain(model_path: str, data: str, max_utts: int = 120, quantile:
     model = BackboneModel(model_path)
     model.articulation_gain = 1.0
     model.head_gain = np.ones(len(M.HEAD))
+    model.close_map = None
+    cl, close_pred, close_ref = M.INDEX["mouthClose"], [], []
     head = M.idx(*M.HEAD)
     head_pred, head_ref = [], []
     ds = open_dataset(data)
@@ -44,19 +46,38 @@ def articulation_gain(model_path: str, data: str, max_utts: int = 120, quantile:
             m = np.concatenate([g.pull(), g.finish()])[:len(u.targets)]
             pred.append(m[:, j])
             ref.append(u.targets[:len(m), j])
+            close_pred.append(m[:, cl])
+            close_ref.append(u.targets[:len(m), cl])
             head_pred.append(m[:, head] - m[:, head].mean(axis=0))
             head_ref.append(u.targets[:len(m), head] - u.targets[:len(m), head].mean(axis=0))
     p, r = np.percentile(np.concatenate(pred), quantile), np.percentile(np.concatenate(ref), quantile)
     hs_p, hs_r = np.concatenate(head_pred).std(axis=0), np.concatenate(head_ref).std(axis=0)
     head_gain = np.where(hs_p > 1e-6, np.clip(hs_r / np.maximum(hs_p, 1e-6), 0.5, 4.0), 1.0)
-    return {"gain": round(float(r / max(p, 1e-6)), 3), "model_q": round(float(p), 4), "data_q": round(float(r), 4),
+    return {"close_map": close_map(np.concatenate(close_pred), np.concatenate(close_ref)),
+            "gain": round(float(r / max(p, 1e-6)), 3), "model_q": round(float(p), 4), "data_q": round(float(r), 4),
             "quantile": quantile, "utterances": len(pred),
             "head_gain": [round(float(g), 3) for g in head_gain],
             "head_std_model": [round(float(x), 4) for x in hs_p], "head_std_data": [round(float(x), 4) for x in hs_r]}
 
 
-def write_gain(model_path: str, gain: float, head_gain: list[float] | None = None) -> None:
-    """Set ``articulation_gain`` (and ``head_gain``) in the model's emote_backbone metadata (in place)."""
+CLOSE_QUANTILES = (0, 50, 70, 80, 85, 90, 92, 94, 96, 97, 98, 99, 99.5, 100)
+
+
+def close_map(pred: np.ndarray, ref: np.ndarray) -> list[list[float]]:
+    """mouthClose quantile map [model quantiles, data quantiles] at CLOSE_QUANTILES; the model's
+    made strictly increasing (np.interp needs it), the data's non-decreasing."""
+    xs = np.percentile(pred, CLOSE_QUANTILES)
+    ys = np.maximum.accumulate(np.percentile(ref, CLOSE_QUANTILES))
+    xs = np.maximum.accumulate(xs) + np.arange(len(xs)) * 1e-6
+    xs[-1], ys[-1] = max(xs[-1], 1.0), 1.0                 # above the highest seen: up to fully closed
+    xs[0], ys[0] = min(xs[0], 0.0), 0.0
+    return [[round(float(x), 5) for x in xs], [round(float(y), 5) for y in ys]]
+
+
+def write_gain(model_path: str, gain: float, head_gain: list[float] | None = None,
+               close: list[list[float]] | None = None) -> None:
+    """Set ``articulation_gain`` (and ``head_gain``, ``mouth_close_map``) in the model's
+    emote_backbone metadata (in place)."""
     import onnx
     m = onnx.load(model_path)
     for prop in m.metadata_props:
@@ -65,6 +86,8 @@ def write_gain(model_path: str, gain: float, head_gain: list[float] | None = Non
             info["articulation_gain"] = float(gain)
             if head_gain is not None:
                 info["head_gain"] = [float(g) for g in head_gain]
+            if close is not None:
+                info["mouth_close_map"] = close
             prop.value = json.dumps(info)
             break
     else:
@@ -81,12 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", required=True, help="the data engine's shards (held-out splits are used)")
     ap.add_argument("--max-utts", type=int, default=120)
     ap.add_argument("--dry-run", action="store_true", help="print the gain, change nothing")
+    ap.add_argument("--no-close-map", action="store_true", help="leave mouthClose as the model makes it")
     a = ap.parse_args(argv)
     res = articulation_gain(a.model, a.data, a.max_utts)
     print(json.dumps(res))
     if not a.dry_run:
-        write_gain(a.model, res["gain"], res["head_gain"])
-        print(f"wrote articulation_gain {res['gain']} and head_gain {res['head_gain']} into {a.model}")
+        write_gain(a.model, res["gain"], res["head_gain"], None if a.no_close_map else res["close_map"])
+        print(f"wrote articulation_gain {res['gain']}, head_gain {res['head_gain']}"
+              f"{'' if a.no_close_map else ', mouth_close_map'} into {a.model}")
     return 0
 
 

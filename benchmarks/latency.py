@@ -32,10 +32,13 @@ from emote.clients.client import ClientSettings, FileAudioTrack, read_audio_48k,
 
 RATE = 48000
 SYLLABLES = ("pa", "ma", "ba", "da", "ta", "ka", "na", "la", "ga", "wa", "ya", "ha")
-#: Syllables whose sound starts with the lips closed or rounded shut (m, b, p, w): a speaker's mouth
-#: opens 50-100 ms after their acoustic onset, so their onset-to-opening time is articulation, not
-#: latency. The headline numbers leave them out; the JSON has both.
-LABIAL_ONSETS = frozenset({"pa", "ma", "ba", "wa"})
+#: Syllables whose sound starts while the mouth is still shut or nearly so: the labials (m, b, p, w:
+#: lips closed or rounded shut) and the palatal glide y (/j/: the jaw stays high, the tongue against
+#: the palate, until the vowel). A speaker's mouth opens 50-100 ms after such an acoustic onset, so
+#: their onset-to-opening time is articulation, not latency (a motion model that articulates them
+#: correctly is late on them by design: measured engine responses +50..+140 ms, against -50..+45 ms
+#: for d, t, k, g, n, l, h). The headline numbers leave them out; the JSON has every syllable.
+CLOSED_ONSETS = frozenset({"pa", "ma", "ba", "wa", "ya"})
 
 
 def _free_port() -> int:
@@ -119,7 +122,7 @@ async def measure_latency(url: str, n_onsets: int) -> dict:
                                           ice_addresses=("127.0.0.1",)), FileAudioTrack(audio))
     rows = onset_latencies(rec, onsets)
     lat = [r[0] for r in rows]
-    open_onset = [r[0] for r in rows if SYLLABLES[r[3] % len(SYLLABLES)] not in LABIAL_ONSETS]
+    open_onset = [r[0] for r in rows if SYLLABLES[r[3] % len(SYLLABLES)] not in CLOSED_ONSETS]
     stats = rec.stats[-1] if rec.stats else {}
     pct = lambda xs, q: round(float(np.percentile(xs, q)) * 1000, 1)  # noqa: E731
     res = {"onsets": len(onsets), "measured": len(lat), "latency_ms": [round(x * 1000, 1) for x in lat],
@@ -182,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"latency over {a.onsets} onsets ...")
         lat = asyncio.run(measure_latency(url, a.onsets))
         print(f"  end to end p50 {lat.get('p50_ms')} ms, p95 {lat.get('p95_ms')} ms over {lat.get('open_onsets')} "
-              f"onsets that open the mouth at once (all {lat['measured']}/{lat['onsets']} syllables, with m/b/p/w: "
+              f"onsets that open the mouth at once (all {lat['measured']}/{lat['onsets']} syllables, with m/b/p/w/y: "
               f"p50 {lat.get('p50_ms_all_syllables')}, p95 {lat.get('p95_ms_all_syllables')} ms); "
               f"server delay {lat['server_delay_ms']} ms")
         print(f"  = engine response (mouth vs sound, content time) p50 {lat['engine_response_ms_p50']} ms"

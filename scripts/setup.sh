@@ -29,7 +29,7 @@ cd "$ROOT"
 PKGS=(espeak-ng libportaudio2)
 if [ "$DEV" = 1 ]; then
   PKGS+=(chromium chromium-driver)   # headless browser tests of the call page
-  PKGS+=(wesnoth-1.16-data flare-game) # painted portraits nobody here made, for tests/test_styles.py
+  PKGS+=(wesnoth-1.16-data flare-game freedroidrpg-data) # painted and 3D-rendered portraits nobody here made (tests/test_styles.py)
 fi
 if [ "$DATA" = 1 ]; then             # real speech with transcripts for engine/training/build_data.py
   PKGS+=(asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav asterisk-core-sounds-fr-wav

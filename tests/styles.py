@@ -108,3 +108,20 @@ def digital_painting() -> Path | None:
         if p.is_file():
             return p
     return None
+
+
+#: FreedroidRPG's character portraits are 3D renders (Blender models, rendered with alpha), GPL-2+.
+FREEDROID_DIR = Path("/usr/share/freedroidrpg/data/graphics/droids")
+FREEDROID_PORTRAITS = ("female_scientist", "professor", "kevin")
+
+
+def render_3d(name: str = FREEDROID_PORTRAITS[0]) -> Path | None:
+    """Path of a FreedroidRPG 3D-rendered portrait (RGBA PNG, ~211 x 282); None if
+    freedroidrpg-data is not installed."""
+    p = FREEDROID_DIR / name / "portrait.png"
+    return p if p.is_file() else None
+
+
+def have_freedroid() -> bool:
+    """The 3D-rendered portraits are installed (apt-get install freedroidrpg-data)."""
+    return render_3d() is not None

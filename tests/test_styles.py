@@ -30,6 +30,7 @@ LAYOUT = sorted(set(L.EYE_R_UPPER + L.EYE_R_LOWER + L.EYE_L_UPPER + L.EYE_L_LOWE
 
 no_wesnoth = pytest.mark.skipif(not styles.have_wesnoth(), reason="apt-get install wesnoth-1.16-data")
 no_flare = pytest.mark.skipif(not styles.have_flare(), reason="apt-get install flare-game")
+no_freedroid = pytest.mark.skipif(not styles.have_freedroid(), reason="apt-get install freedroidrpg-data")
 # The grey pencil sketch: BlazeFace (the landmarker's first stage) gives no box on the face in the
 # whole 600 x 512 sketch (best score 0.30, on the torso); avatar._variants' "smoothed" copy (a median
 # blur that removes the hatching) finds it. See docs/styles.md.
@@ -53,6 +54,8 @@ STYLES = [
                  id="drawing-colour"),
     pytest.param(styles.cartoon, "baseline", False, id="cartoon"),
     pytest.param(styles.digital_painting, "baseline", False, marks=no_flare, id="digital_painting"),
+    *[pytest.param(lambda n=n: styles.render_3d(n), "baseline", False, marks=no_freedroid, id="3d_render-" + n)
+      for n in styles.FREEDROID_PORTRAITS[:2]],
 ]
 
 RESULTS: dict[str, dict] = {}                  # style id -> numbers and a mouth-open frame, for the strip

@@ -293,90 +293,19 @@ def test_pitch_of_male_and_female_speech(tmp_path):
 # AudioError / InputFileError, never another exception, a hang or a crash
 # ------------------------------------------------------------------------------------------
 
-import os
-import signal
-import time
-import traceback
+from functools import partial
 
 from emote.engine.exceptions import InputFileError
+from fuzzing import FUZZ, MUTATIONS, isolated, mutate
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 FUZZ_LIMIT_S = 8.0           # one load + iterate of a < 64 KiB file longer than this counts as a hang
 FUZZ_MAX_SAMPLES = 600 * SR  # a < 64 KiB file decoding to > 10 min (150 MB of float32) counts as a memory bomb
-FUZZ_MEMORY_MB = 2048        # address space a check may add before allocation fails (a memory bomb)
-
-
-class Hang(AssertionError):
-    """A check that did not finish within its time limit."""
-
-
-class Crash(AssertionError):
-    """A check whose process died of a signal (segfault, abort)."""
-
-
-def isolated(fn, *args, limit_s: float = FUZZ_LIMIT_S) -> None:
-    """Run fn(*args) in a forked child so a segfault, a hang in C code or a memory bomb fails the
-    test instead of killing pytest. The child's exception comes back as AssertionError text."""
-    import resource
-
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:                                                    # child: never returns
-        code, msg = 0, b""
-        try:
-            os.close(r)
-            vm_kb = int(next(line for line in open("/proc/self/status") if line.startswith("VmSize:")).split()[1])
-            cap = vm_kb * 1024 + FUZZ_MEMORY_MB * 2 ** 20
-            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-            fn(*args)
-        except BaseException:
-            code, msg = 1, traceback.format_exc().encode()[-30000:]
-        os.write(w, msg)
-        os._exit(code)
-    os.close(w)
-    deadline = time.monotonic() + limit_s
-    try:
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                raise Hang(f"{fn.__name__}{args!r} did not finish within {limit_s} s")
-            time.sleep(0.002)
-        text = os.read(r, 65536).decode(errors="replace")
-    finally:
-        os.close(r)
-    if os.WIFSIGNALED(status):
-        raise Crash(f"{fn.__name__}{args!r} killed the process with {signal.Signals(os.WTERMSIG(status)).name}")
-    assert os.WEXITSTATUS(status) == 0, f"{fn.__name__}{args!r} failed in the child:\n{text}"
+isolated = partial(isolated, limit_s=FUZZ_LIMIT_S)
 
 
 #: Starts of real audio files, so random tails reach past the probing into the demuxers/decoders.
 AUDIO_MAGIC = [b"", b"RIFF", b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x80\x3e\x00\x00",
                b"ID3\x03\x00\x00\x00\x00\x00\x00", b"\xff\xfb\x90\x44", b"OggS\x00\x02", b"fLaC", b"\x00\x00\x00\x20ftypM4A "]
-
-#: Edits to a file: (kind, position (taken modulo the length), byte, inserted bytes).
-MUTATIONS = st.lists(st.tuples(st.sampled_from(["flip", "truncate", "insert", "delete"]), st.integers(0, 1 << 20),
-                               st.integers(1, 255), st.binary(min_size=1, max_size=256)), min_size=1, max_size=4)
-
-
-def mutate(data: bytes, ops) -> bytes:
-    """Apply MUTATIONS-style edits: xor one byte, cut the tail, insert bytes, or delete up to 256 bytes."""
-    b = bytearray(data)
-    for kind, where, value, blob in ops:
-        at = where % (len(b) + 1)
-        if kind == "flip" and b:
-            b[at % len(b)] ^= value
-        elif kind == "truncate":
-            del b[at:]
-        elif kind == "insert":
-            b[at:at] = blob
-        elif kind == "delete":
-            del b[at:at + value]
-    return bytes(b)
-
 
 @pytest.fixture(scope="module")
 def fuzz_dir(tmp_path_factory):
@@ -481,12 +410,6 @@ def test_wav_with_absurd_sample_rate_is_rejected(tmp_path, seed_audio, rate_hz):
     path.write_bytes(bytes(data))
     with pytest.raises(AudioError, match="rate"):
         iter_audio(path)                                      # fails at open, before decoding anything
-
-
-_MANY_CHANNELS_BUG = ("issue 7 finding (SEGFAULT): load_audio/iter_audio kill the process on any WAV with >= 8 channels "
-                      "(valid ones too): PyAV 18.1 AudioFrame.to_ndarray() on the 'fltp' frame from the resampler "
-                      "segfaults in np.vstack (engine/audio.py _decoded). Found by fuzzing: the 1 s tone WAV with "
-                      "its channel count byte set to 40. Fix idea: resample to packed 'flt' and reshape (n, channels)")
 
 
 def _wav_with_channels(path, channels: int) -> None:

@@ -117,68 +117,18 @@ def test_transparent_png_keeps_its_alpha(tmp_path):
 # fuzzing read_image (issue 7): every input either decodes to a valid image or raises ImageError
 # ------------------------------------------------------------------------------------------
 
-import os
-import signal
-import time
-import traceback
+from functools import partial
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from emote.engine.avatar import read_image
 from emote.engine.exceptions import EmoteError
+from fuzzing import FUZZ, MUTATIONS, isolated, mutate
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 FUZZ_SIDE_PX = 96          # seed images of 96x96 px keep every fuzzed file under 64 KiB
 FUZZ_LIMIT_S = 5.0         # one read_image call longer than this counts as a hang
-FUZZ_MEMORY_MB = 2048      # address space one read may add before allocation fails (a memory bomb)
-
-
-class Hang(AssertionError):
-    """A check that did not finish within its time limit."""
-
-
-class Crash(AssertionError):
-    """A check whose process died of a signal (segfault, abort)."""
-
-
-def isolated(fn, *args, limit_s: float = FUZZ_LIMIT_S) -> None:
-    """Run fn(*args) in a forked child so a segfault, a hang in C code or a memory bomb fails the
-    test instead of killing pytest. The child's exception comes back as AssertionError text."""
-    import resource
-
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:                                                    # child: never returns
-        code, msg = 0, b""
-        try:
-            os.close(r)
-            vm_kb = int(next(line for line in open("/proc/self/status") if line.startswith("VmSize:")).split()[1])
-            cap = vm_kb * 1024 + FUZZ_MEMORY_MB * 2 ** 20
-            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-            fn(*args)
-        except BaseException:
-            code, msg = 1, traceback.format_exc().encode()[-30000:]
-        os.write(w, msg)
-        os._exit(code)
-    os.close(w)
-    deadline = time.monotonic() + limit_s
-    try:
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                raise Hang(f"{fn.__name__}{args!r} did not finish within {limit_s} s")
-            time.sleep(0.002)
-        text = os.read(r, 65536).decode(errors="replace")
-    finally:
-        os.close(r)
-    if os.WIFSIGNALED(status):
-        raise Crash(f"{fn.__name__}{args!r} killed the process with {signal.Signals(os.WTERMSIG(status)).name}")
-    assert os.WEXITSTATUS(status) == 0, f"{fn.__name__}{args!r} failed in the child:\n{text}"
+isolated = partial(isolated, limit_s=FUZZ_LIMIT_S)
 
 
 def _seed_images() -> dict[str, bytes]:
@@ -202,27 +152,6 @@ SEED_IMAGES = _seed_images()
 IMAGE_MAGIC = [b"", b"\x89PNG\r\n\x1a\n", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00",
                b"\xff\xd8\xff\xdb", b"RIFF\x00\x10\x00\x00WEBPVP8 ", b"BM", b"II*\x00", b"MM\x00*", b"GIF89a",
                b"P6\n2 2\n255\n", b"P5\n3 1\n65535\n", b"P4\n8 2\n"]
-
-#: Edits to a file: (kind, position (taken modulo the length), byte, inserted bytes).
-MUTATIONS = st.lists(st.tuples(st.sampled_from(["flip", "truncate", "insert", "delete"]), st.integers(0, 1 << 20),
-                               st.integers(1, 255), st.binary(min_size=1, max_size=256)), min_size=1, max_size=4)
-
-
-def mutate(data: bytes, ops) -> bytes:
-    """Apply MUTATIONS-style edits: xor one byte, cut the tail, insert bytes, or delete up to 256 bytes."""
-    b = bytearray(data)
-    for kind, where, value, blob in ops:
-        at = where % (len(b) + 1)
-        if kind == "flip" and b:
-            b[at % len(b)] ^= value
-        elif kind == "truncate":
-            del b[at:]
-        elif kind == "insert":
-            b[at:at] = blob
-        elif kind == "delete":
-            del b[at:at + value]
-    return bytes(b)
-
 
 @pytest.fixture(scope="module")
 def fuzz_dir(tmp_path_factory):
@@ -284,10 +213,6 @@ def _raises_image_or_config_error(arr) -> None:
     assert "\n" not in str(e.value)
 
 
-_ARRAY_BUG = ("issue 7 finding: read_image accepts uint8 arrays with 0, 1, 2 or 5+ channels or a zero-sized "
-              "side and returns an RGB array that is not (H>0, W>0, 3) instead of raising ImageError")
-
-
 @pytest.mark.parametrize("arr", [
     pytest.param(np.zeros((64, 64, 3), np.float64), id="float64"),
     pytest.param(np.zeros((64, 64, 3), np.float32), id="float32"),
@@ -335,11 +260,6 @@ def test_fuzz_read_image_wrong_rank_arrays(arr):
 @given(arr=hnp.arrays(np.uint8, hnp.array_shapes(min_dims=2, max_dims=3, min_side=0, max_side=8)))
 def test_fuzz_read_image_uint8_arrays_of_any_shape(arr):
     check_read_image(arr)
-
-
-_SAMPLE_FORMAT_BUG = ("issue 7 finding: read_image passes cv2.imdecode's float32 result through (PFM, Radiance HDR, "
-                      "float TIFF) and crashes with cv2.error on int8/int16/int32/float64 TIFF, instead of "
-                      "converting to uint8 or raising ImageError")
 
 
 def _encoded(ext: str, dtype) -> bytes:

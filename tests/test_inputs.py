@@ -139,6 +139,16 @@ def _image_case(tmp_path: Path, case: str) -> Path:
     return p
 
 
+def _assert_clear_error(r, out, case: str, fragments) -> None:
+    """One stderr line holding ``fragments``, advice unless the file is just missing ("... not
+    found: PATH" needs none), and nothing left in the output folder."""
+    line = assert_one_line_error(r, *fragments)
+    print(line)
+    if case != "missing":
+        assert any(w in line.lower() for w in ("use ", "give ", "try ", "check ")), line
+    assert leftovers(out) == []
+
+
 @needs_engine
 @pytest.mark.parametrize("case,fragments", [
     pytest.param(case, fragments, id=case) for case, fragments in [
@@ -152,12 +162,7 @@ def _image_case(tmp_path: Path, case: str) -> Path:
 def test_bad_image(tmp_path, cache_dir, speech, case, fragments):
     image = _image_case(tmp_path, case)
     audio = write_wav_s16(tmp_path / "voice.wav", speech)
-    r, out = render(tmp_path, cache_dir, image, audio)
-    line = assert_one_line_error(r, *fragments)
-    print(line)
-    if case != "missing":   # "image not found: PATH" needs no advice; the others say what to do
-        assert any(w in line.lower() for w in ("use ", "give ", "try ", "check ")), line
-    assert leftovers(out) == []
+    _assert_clear_error(*render(tmp_path, cache_dir, image, audio), case, fragments)
 
 
 @needs_engine
@@ -254,12 +259,7 @@ def _audio_case(tmp_path: Path, speech: np.ndarray, case: str) -> Path:
     ]])
 def test_bad_audio(tmp_path, cache_dir, case, fragments, speech):
     audio = _audio_case(tmp_path, speech, case)
-    r, out = render(tmp_path, cache_dir, default_portrait_path(), audio)
-    line = assert_one_line_error(r, *fragments)
-    print(line)
-    if case != "missing":
-        assert any(w in line.lower() for w in ("use ", "give ", "try ", "check ")), line
-    assert leftovers(out) == []
+    _assert_clear_error(*render(tmp_path, cache_dir, default_portrait_path(), audio), case, fragments)
 
 
 @needs_engine

@@ -122,16 +122,22 @@ def test_head_smoother_removes_flicker_scales_and_ignores_batching():
     assert np.abs(HeadSmoother(25.0)(x, 0.0)[:, yaw]).max() == 0.0
 
 
-def test_articulation_gain_is_read_from_the_model_and_scales_the_jaw(tmp_path, speech_rows):
+def _model_copies(tmp_path):
+    """Two copies of the shipped model whose metadata a test may rewrite (needs the onnx package)."""
     pytest.importorskip("onnx")
     import shutil
-    from emote.engine.training.calibrate import write_gain
     src = default_model_path()
     if not src.is_file():
         pytest.skip("no backbone model")
     a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
     shutil.copy(src, a)
     shutil.copy(src, b)
+    return a, b
+
+
+def test_articulation_gain_is_read_from_the_model_and_scales_the_jaw(tmp_path, speech_rows):
+    from emote.engine.training.calibrate import write_gain
+    a, b = _model_copies(tmp_path)
     write_gain(str(a), 1.0)
     write_gain(str(b), 1.5)
     ma, mb = BackboneModel(a), BackboneModel(b)
@@ -142,15 +148,8 @@ def test_articulation_gain_is_read_from_the_model_and_scales_the_jaw(tmp_path, s
 
 
 def test_mouth_close_map_is_read_from_the_model_and_applied_monotonically(tmp_path, speech_rows):
-    pytest.importorskip("onnx")
-    import shutil
     from emote.engine.training.calibrate import close_map, write_gain
-    src = default_model_path()
-    if not src.is_file():
-        pytest.skip("no backbone model")
-    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
-    shutil.copy(src, a)
-    shutil.copy(src, b)
+    a, b = _model_copies(tmp_path)
     write_gain(str(a), 1.0, close=[[0.0, 1.0], [0.0, 1.0]])                 # identity
     write_gain(str(b), 1.0, close=[[0.0, 0.1, 0.3, 1.0], [0.0, 0.2, 0.9, 1.0]])
     ca = run(BackboneGenerator(BackboneSettings(), BackboneModel(a)), speech_rows)[:, M.INDEX["mouthClose"]]

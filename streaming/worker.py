@@ -229,9 +229,11 @@ def _child_main(conn, settings_kw: dict) -> None:
     import os
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from dataclasses import replace
+
     import cv2
-    cv2.setNumThreads(int(os.environ.get("EMOTE_ENGINE_CV_THREADS", "1")))   # one core per session:
-    from dataclasses import replace                                              # no oversubscription
+    # one OpenCV thread per engine process (one per session): sessions do not oversubscribe the cores
+    cv2.setNumThreads(int(os.environ.get("EMOTE_ENGINE_CV_THREADS", "1")))
     from emote.engine.pipeline import PipelineSettings, load_pipeline
     settings = PipelineSettings(**settings_kw)
     core = None

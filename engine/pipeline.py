@@ -84,7 +84,8 @@ class Frame:
     index: int
     rgb: np.ndarray       # (S, S, 3) uint8
     motion: np.ndarray    # (C,) float32, engine.motion channels
-    alpha: np.ndarray | None = None   # (S, S) uint8 person matte (PipelineSettings.alpha), else None
+    alpha: np.ndarray | None = None   # (S, S) uint8 person matte (PipelineSettings.alpha), else None;
+    #                                   with a matte, rgb and alpha are views of one RGBA array
 
 
 class PortraitPipeline:
@@ -155,7 +156,7 @@ class PortraitPipeline:
             alpha = None
             if self.settings.alpha or bg is not None:
                 rgba = self.renderer.rgba(row)
-                rgb, alpha = np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
+                rgb, alpha = rgba[..., :3], rgba[..., 3]          # views: no copies per frame
                 if bg is not None:
                     rgb = over_background(rgb, alpha.astype(np.float32) / 255.0, bg)
                     alpha = alpha if self.settings.alpha else None

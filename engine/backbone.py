@@ -39,7 +39,7 @@ from .exceptions import ConfigError, ModelFileError
 from .generator import CONTROLS, MotionGenerator, register_generator
 
 __all__ = ["MODEL_ENV", "default_model_path", "FeaturePrep", "BackboneSettings", "BackboneModel",
-           "BackboneGenerator", "seam_stats", "CONTROL_ORDER", "SILENT_ROW"]
+           "BackboneGenerator", "seam_stats", "shut_lips", "CONTROL_ORDER", "SILENT_ROW"]
 
 MODEL_ENV = "EMOTE_BACKBONE_MODEL"
 RETRAIN = ".venv/bin/pip install torch==2.13.0 && .venv/bin/pip install -e '.[train]' && " \
@@ -180,25 +180,35 @@ class BackboneModel:
         #: spread of lip closure, keeping the model's ranking. Absent: identity.
         cm = m.get("mouth_close_map")
         self.close_map = None if not cm else (np.asarray(cm[0], np.float64), np.asarray(cm[1], np.float64))
+        #: the closure head (ModelConfig.closure_head): an output ``closure`` of per-frame logits that
+        #: the lips are shut, and the probability above which the runtime shuts them, calibrated on
+        #: validation speech (None: the head is present but uncalibrated, or absent: not used).
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.has_closure = "closure" in self.outputs
+        ct = m.get("closure_threshold")
+        self.closure_threshold = float(ct) if (ct is not None and self.has_closure) else None
 
     def sample(self, audio: np.ndarray, past: np.ndarray, controls: np.ndarray, z: np.ndarray,
-               steps: int) -> np.ndarray:
+               steps: int) -> tuple[np.ndarray, np.ndarray | None]:
         """One chunk: audio (W, P) prepared rows, past (K, C) motion, controls (3,), z (hop, C) noise
-        -> (hop, C) motion (unclipped). Few-step sampling along z (module docstring)."""
+        -> ((hop, C) motion (unclipped), (hop,) probability that the lips are shut, or None without a
+        closure head). Few-step sampling along z (module docstring)."""
         sched = self.schedules[steps]
         feeds = {"audio": audio[None].astype(np.float32), "past": past[None].astype(np.float32),
                  "controls": controls[None].astype(np.float32)}
         x = z.astype(np.float32)
-        motion = None
+        motion = closure = None
         for i, (t, ab) in enumerate(sched):
             feeds["x"] = x[None]
             feeds["t"] = np.array([t], np.float32)
-            x0, motion = self.session.run(["x0", "motion"], feeds)
+            x0, motion, *rest = self.session.run(self.outputs, feeds)
+            if rest:
+                closure = 1.0 / (1.0 + np.exp(-rest[0][0].astype(np.float64)))
             if i + 1 < len(sched):
                 ab_next = sched[i + 1][1]
                 eps = (x - math.sqrt(ab) * x0[0]) / math.sqrt(max(1.0 - ab, 1e-12))
                 x = (math.sqrt(ab_next) * x0[0] + math.sqrt(1.0 - ab_next) * eps).astype(np.float32)
-        return motion[0]
+        return motion[0], closure
 
 
 class HeadSmoother:
@@ -334,22 +344,25 @@ class BackboneGenerator(MotionGenerator):
 
     def _run(self, n_chunks: int, limit: int) -> np.ndarray:
         if n_chunks <= 0:
+            self.last_closure = np.zeros(0)
             return np.zeros((0, M.NUM_CHANNELS), np.float32)
         m = self.model
         rows = np.concatenate(self._rows) if len(self._rows) > 1 else self._rows[0]
         # the amplitude is applied exactly by the head smoother; the network gets its neutral value
         ctrl = np.array([1.0 if k == "head_motion_amplitude" else self._controls[k] for k in CONTROL_ORDER],
                         np.float32)
-        outs = []
+        outs, shut = [], []
         for j in range(n_chunks):
             a = j * m.hop                       # rows[0] is frame _k*hop - context
             audio = rows[a:a + m.window]
             z = np.random.Generator(np.random.PCG64([self.seed, self._k])).standard_normal(
                 (m.hop, M.NUM_CHANNELS)).astype(np.float32)
             z[:, _MOUTH] *= self.settings.mouth_noise
-            chunk = M.clip(m.sample(audio, self._past, ctrl, z, self.settings.steps))
+            chunk, p_shut = m.sample(audio, self._past, ctrl, z, self.settings.steps)
+            chunk = M.clip(chunk)
             self._past = np.concatenate([self._past, chunk])[-m.past:]
             outs.append(chunk)
+            shut.append(np.zeros(m.hop) if p_shut is None else p_shut)
             self._k += 1
         rows = rows[n_chunks * m.hop:]
         self._rows, self._n_rows = [rows], len(rows)
@@ -360,7 +373,25 @@ class BackboneGenerator(MotionGenerator):
         out[:, _JAW] = np.clip(out[:, _JAW] * m.articulation_gain, 0.0, 1.0)
         if m.close_map is not None:
             out[:, _CLOSE] = np.interp(out[:, _CLOSE], *m.close_map)
+        #: the closure head's probabilities for the frames just returned (zeros without a head)
+        self.last_closure = np.concatenate(shut)[:n_out]
+        if m.closure_threshold is not None:
+            out[:, _CLOSE] = shut_lips(out[:, _CLOSE], self.last_closure, m.closure_threshold)
         return out
+
+
+#: mouthClose where the closure head is sure the lips are shut (engine.rig: the lips then close 90 %
+#: of their gap, whatever the jaw does), and the width of the probability ramp up to it.
+SHUT_CLOSE = 0.9
+SHUT_RAMP = 0.1
+
+
+def shut_lips(close: np.ndarray, p_shut: np.ndarray, threshold: float) -> np.ndarray:
+    """mouthClose (n,) raised where the closure head's probability (n,) passes ``threshold``: a
+    linear ramp from 0 at threshold - SHUT_RAMP / 2 to SHUT_CLOSE at threshold + SHUT_RAMP / 2
+    (a soft edge, so that a probability near the threshold does not flicker); never lowered."""
+    s = np.clip((np.asarray(p_shut, np.float64) - threshold) / SHUT_RAMP + 0.5, 0.0, 1.0)
+    return np.maximum(close, (SHUT_CLOSE * s).astype(np.float32))
 
 
 def seam_stats(motion: np.ndarray, hop: int, channels: list[int] | None = None) -> dict[str, float]:

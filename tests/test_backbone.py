@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from emote.engine import motion as M
 from emote.engine.audio import FeatureStream, load_audio
 from emote.engine.backbone import (MODEL_ENV, SILENT_ROW, BackboneGenerator, BackboneModel, BackboneSettings,
-                                   FeaturePrep, default_model_path, seam_stats)
+                                   FeaturePrep, default_model_path, seam_stats, shut_lips)
 from emote.engine.exceptions import ConfigError, ModelFileError
 from emote.engine.generator import available_generators, make_generator
 
@@ -159,6 +159,43 @@ def test_mouth_close_map_is_read_from_the_model_and_applied_monotonically(tmp_pa
     rng = np.random.default_rng(0)
     xs, ys = close_map(rng.beta(0.3, 3, 5000), rng.beta(0.5, 1.5, 5000))
     assert np.all(np.diff(xs) > 0) and np.all(np.diff(ys) >= 0) and ys[0] == 0 and ys[-1] == 1
+
+
+def test_shut_lips_ramps_at_the_threshold_and_never_opens():
+    close = np.array([0.0, 0.0, 0.0, 0.5, 0.95, 0.1], np.float32)
+    p = np.array([0.1, 0.44, 0.5, 0.2, 0.2, 0.9])
+    out = shut_lips(close, p, 0.5)
+    assert out[0] == 0.0 and out[1] == 0.0                  # below threshold - ramp/2: unchanged
+    assert out[2] == pytest.approx(0.45)                     # at the threshold: half of SHUT_CLOSE
+    assert out[3] == 0.5 and out[4] == 0.95                  # never lowered
+    assert out[5] == pytest.approx(0.9)                      # sure: SHUT_CLOSE
+    grid = np.linspace(0, 1, 101)
+    assert np.all(np.diff(shut_lips(np.zeros(101, np.float32), grid, 0.4)) >= 0)   # monotone in p
+
+
+def test_closure_threshold_is_read_from_the_model_and_shuts_the_lips(tmp_path, speech_rows):
+    """With a closure head (ModelConfig.closure_head) the calibrated threshold in the metadata shuts
+    the lips where the head's probability passes it; without a threshold the head is not used."""
+    from emote.engine.training.calibrate import write_gain
+    a, b = _model_copies(tmp_path)
+    if not BackboneModel(a).has_closure:
+        pytest.skip("the shipped model has no closure head")
+    write_gain(str(b), BackboneModel(a).articulation_gain, list(BackboneModel(a).head_gain),
+               None, closure_threshold=0.5)
+    ma, mb = BackboneModel(a), BackboneModel(b)
+    assert mb.closure_threshold == 0.5
+    ma.closure_threshold = None
+    ga = BackboneGenerator(BackboneSettings(), ma)
+    ca = run(ga, speech_rows)[:, CLOSE]
+    gb = BackboneGenerator(BackboneSettings(), mb)
+    gb.reset()
+    gb.push(speech_rows)
+    cb1, p1 = gb.pull()[:, CLOSE], gb.last_closure
+    cb = np.concatenate([cb1, gb.finish()[:, CLOSE]])
+    p = np.concatenate([p1, gb.last_closure])
+    assert p.shape == cb.shape and np.all((p >= 0) & (p <= 1))
+    np.testing.assert_allclose(cb, shut_lips(ca, p, 0.5), atol=1e-6)
+    assert (p > 0.6).sum() >= 2 and (p < 0.4).sum() > len(p) / 2   # the sentence has a few closures
 
 
 def test_seam_stats():
@@ -326,6 +363,37 @@ def test_smoke_training_end_to_end(tmp_path):
     g = BackboneGenerator(BackboneSettings(steps=4), m)
     rows = np.tile(SILENT_ROW, (13, 1))
     assert run(g, rows).shape == (13, M.NUM_CHANNELS)
+
+
+@needs_torch
+def test_smoke_training_with_a_closure_head(tmp_path):
+    """--closure-head: the graph gets a ``closure`` output that ONNX Runtime and torch agree on,
+    the runtime reads it as probabilities; a longer audio context changes the window."""
+    if not sp.have_phonemes():
+        pytest.skip("libespeak-ng not loadable")
+    from emote.engine.training.train_backbone import main
+    out = tmp_path / "c.onnx"
+    rep = main(["--smoke", "--out", str(out), "--cache", str(tmp_path / "data"), "--threads", "1",
+                "--closure-head", "--context", "6", "--audio-layers", "2", "--hop", "2"])
+    assert rep["onnx_max_abs_diff"] < 1e-4
+    m = BackboneModel(out)
+    assert m.has_closure and m.closure_threshold is None and (m.context, m.hop, m.window) == (6, 2, 10)
+    rows = FeaturePrep()(np.tile(SILENT_ROW, (m.window, 1)))
+    motion, p = m.sample(rows, M.rest(m.past), np.ones(3, np.float32),
+                         np.zeros((m.hop, M.NUM_CHANNELS), np.float32), 2)
+    assert motion.shape == (2, M.NUM_CHANNELS) and p.shape == (2,) and np.all((p > 0) & (p < 1))
+
+
+def test_closure_labels_and_loss():
+    torch = pytest.importorskip("torch")
+    from emote.engine.training.train_backbone import CLOSED_LABEL, closure_bce, closure_labels
+    x0 = torch.zeros(2, 3, M.NUM_CHANNELS)
+    x0[0, 1, CLOSE] = CLOSED_LABEL + 0.1
+    np.testing.assert_array_equal(closure_labels(x0).numpy(), [[0, 1, 0], [0, 0, 0]])
+    right = torch.tensor([[-5.0, 5.0, -5.0], [-5.0, -5.0, -5.0]])
+    assert closure_bce(right, x0) < 0.05 < closure_bce(-right, x0)
+    keep = torch.tensor([False, True])                      # the row with the closure masked out
+    assert closure_bce(-right, x0, keep) < closure_bce(-right, x0)
 
 
 @needs_torch

@@ -32,7 +32,7 @@ from emote.engine import motion as M
 from emote.engine.audio import AudioSettings, FeatureStream
 from emote.engine.training import espeak
 
-__all__ = ["Clip", "Phone", "TRAIN_LANGS", "HELDOUT_LANGS", "TRAIN_VARIANTS", "HELDOUT_VARIANTS",
+__all__ = ["Clip", "Phone", "is_validation", "VALIDATION_MOD", "TRAIN_LANGS", "HELDOUT_LANGS", "TRAIN_VARIANTS", "HELDOUT_VARIANTS",
            "synthesize", "pseudo_text", "phoneme_targets", "make_clips", "derive_controls", "load_shards", "load_or_make"]
 
 ESPEAK_RATE_HZ = 22050
@@ -64,6 +64,7 @@ class Clip:
     speaker: str = ""
     phones: list[Phone] = field(default_factory=list)
     text: str = ""
+    uid: str = ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,8 +413,20 @@ def _load_dataset(d: Path, splits: tuple[str, ...] | None) -> list[Clip]:
         m = u.meta
         out.append(Clip(u.features.astype(np.float32), u.targets.astype(np.float32), np.ones(3, np.float32),
                         str(m.get("language", "")), str(m.get("speaker", "")),
-                        [Phone(str(a), float(b), float(c)) for a, b, c in m.get("phonemes", [])], str(m.get("text", ""))))
+                        [Phone(str(a), float(b), float(c)) for a, b, c in m.get("phonemes", [])], str(m.get("text", "")),
+                        u.id))
     return out
+
+
+#: One train-split utterance in VALIDATION_MOD is kept out of training (by a hash of its id), for
+#: calibrations that must not see the held-out splits (engine/training/calibrate.py).
+VALIDATION_MOD = 20
+
+
+def is_validation(uid: str) -> bool:
+    """Is the train-split utterance ``uid`` in the validation set (never trained on)?"""
+    import zlib
+    return bool(uid) and zlib.crc32(uid.encode()) % VALIDATION_MOD == 0
 
 
 def derive_controls(clips: list[Clip], fps: float = FPS) -> None:

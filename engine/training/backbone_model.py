@@ -9,7 +9,11 @@ Inputs of one chunk (B = batch):
 * ``past``     (B, K, C)  the last K motion frames already generated, in engine.motion units;
 * ``controls`` (B, 3)     expression intensity, head-motion speed, head-motion amplitude.
 
-Outputs: ``x0`` (B, T, C) the predicted clean chunk (normalised) and ``motion`` = x0 * std + mean.
+Outputs: ``x0`` (B, T, C) the predicted clean chunk (normalised) and ``motion`` = x0 * std + mean;
+with ``closure_head`` also ``closure`` (B, T): logits that the lips are pressed shut on each chunk
+frame (a bilabial closure), read from the audio encoder alone (so the same at every step and for
+every seed). A diffusion sampler of few steps smooths a closure of one or two frames into a
+half-open dip or misses it; a classifier head trained on the closures themselves does not.
 
 Architecture (EMO's ideas in motion space): an audio encoder (per-frame MLP + position embedding +
 one self-attention block over the window); K + T motion tokens (past frames, clean, then the noisy
@@ -46,6 +50,7 @@ class ModelConfig:
     layers: int = 3
     audio_layers: int = 1
     mlp_ratio: float = 2.0
+    closure_head: bool = False
 
     @property
     def window(self) -> int:
@@ -138,6 +143,8 @@ class MotionDiT(nn.Module):
         self.c_null = nn.Parameter(torch.zeros(d))
         self.blocks = nn.ModuleList(_Block(d, cfg.heads, mlp) for _ in range(cfg.layers))
         self.out_norm = nn.LayerNorm(d)
+        if cfg.closure_head:
+            self.closure = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
         self.out = nn.Linear(d, cfg.channels)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -162,4 +169,11 @@ class MotionDiT(nn.Module):
         for blk in self.blocks:
             h = blk(h, mem, c)
         x0 = self.out(self.out_norm(h[:, cfg.past:]))
-        return x0, x0 * self.motion_std + self.motion_mean
+        if not cfg.closure_head:
+            return x0, x0 * self.motion_std + self.motion_mean
+        return x0, x0 * self.motion_std + self.motion_mean, self.closure_logits(mem)
+
+    def closure_logits(self, mem: torch.Tensor) -> torch.Tensor:
+        """(B, W, dim) encoded audio -> (B, T) closure logits of the chunk's frames."""
+        c = self.cfg.context
+        return self.closure(mem[:, c:c + self.cfg.hop]).squeeze(-1)

@@ -24,32 +24,38 @@ from emote.engine import motion as M
 __all__ = ["articulation_gain", "write_gain"]
 
 
-def articulation_gain(model_path: str, data: str, max_utts: int = 120, quantile: float = 90.0) -> dict:
-    """Run the model (gain 1) on held-out utterances of ``data``; returns the gain and the quantiles."""
+def articulation_gain(model_path: str, data: str, max_utts: int = 120, quantile: float = 90.0,
+                      split: str = "heldout") -> dict:
+    """Run the model (gain 1) on utterances of ``data`` (``split``: "heldout", the held-out splits, as
+    models before the validation set were calibrated, or "validation"); returns the gain and the
+    quantiles."""
     from emote.engine.backbone import BackboneGenerator, BackboneModel, BackboneSettings
     from emote.engine.training.shards import open_dataset
     model = BackboneModel(model_path)
     model.articulation_gain = 1.0
     model.head_gain = np.ones(len(M.HEAD))
     model.close_map = None
+    model.closure_threshold = None
     cl, close_pred, close_ref = M.INDEX["mouthClose"], [], []
     head = M.idx(*M.HEAD)
     head_pred, head_ref = [], []
     ds = open_dataset(data)
     j = M.INDEX["jawOpen"]
     pred, ref = [], []
-    for split in ("heldout_language", "heldout_speaker"):
-        utts = list(ds.utterances(split=split, with_audio=False))
-        for u in utts[::max(1, len(utts) // (max_utts // 2))][:max_utts // 2]:
-            g = BackboneGenerator(BackboneSettings(), model)
-            g.push(u.features)
-            m = np.concatenate([g.pull(), g.finish()])[:len(u.targets)]
-            pred.append(m[:, j])
-            ref.append(u.targets[:len(m), j])
-            close_pred.append(m[:, cl])
-            close_ref.append(u.targets[:len(m), cl])
-            head_pred.append(m[:, head] - m[:, head].mean(axis=0))
-            head_ref.append(u.targets[:len(m), head] - u.targets[:len(m), head].mean(axis=0))
+    groups = [validation_utterances(data, max_utts)] if split == "validation" else []
+    for name in () if split == "validation" else ("heldout_language", "heldout_speaker"):
+        utts = list(ds.utterances(split=name, with_audio=False))
+        groups.append(utts[::max(1, len(utts) // (max_utts // 2))][:max_utts // 2])
+    for u in (u for grp in groups for u in grp):
+        g = BackboneGenerator(BackboneSettings(), model)
+        g.push(u.features)
+        m = np.concatenate([g.pull(), g.finish()])[:len(u.targets)]
+        pred.append(m[:, j])
+        ref.append(u.targets[:len(m), j])
+        close_pred.append(m[:, cl])
+        close_ref.append(u.targets[:len(m), cl])
+        head_pred.append(m[:, head] - m[:, head].mean(axis=0))
+        head_ref.append(u.targets[:len(m), head] - u.targets[:len(m), head].mean(axis=0))
     p, r = np.percentile(np.concatenate(pred), quantile), np.percentile(np.concatenate(ref), quantile)
     hs_p, hs_r = np.concatenate(head_pred).std(axis=0), np.concatenate(head_ref).std(axis=0)
     head_gain = np.where(hs_p > 1e-6, np.clip(hs_r / np.maximum(hs_p, 1e-6), 0.5, 4.0), 1.0)
@@ -58,6 +64,61 @@ def articulation_gain(model_path: str, data: str, max_utts: int = 120, quantile:
             "quantile": quantile, "utterances": len(pred),
             "head_gain": [round(float(g), 3) for g in head_gain],
             "head_std_model": [round(float(x), 4) for x in hs_p], "head_std_data": [round(float(x), 4) for x in hs_r]}
+
+
+def validation_utterances(data: str, max_utts: int):
+    """An even subsample of the validation utterances: the train split's utterances that training
+    leaves out (engine.training.backbone_data.is_validation)."""
+    from emote.engine.training.backbone_data import is_validation
+    from emote.engine.training.shards import open_dataset
+    utts = [u for u in open_dataset(data).utterances(split="train", with_audio=False) if is_validation(u.id)]
+    return utts[::max(1, len(utts) // max_utts)][:max_utts]
+
+
+def closure_curve(model_path: str, data: str, max_utts: int = 300,
+                  thresholds=tuple(np.round(np.arange(0.1, 0.96, 0.05), 2))) -> list[dict]:
+    """The closure head's shut-lips rule on validation speech, per threshold: bilabial closure recall
+    and precision, as benchmarks/harness.py counts them on motion."""
+    from emote.benchmarks.harness import (bilabial_frames, closed_mask, closure_counts, openness,
+                                          speech_frames)
+    from emote.engine.backbone import BackboneGenerator, BackboneModel, BackboneSettings, shut_lips
+    model = BackboneModel(model_path)
+    if not model.has_closure:
+        raise SystemExit(f"{model_path} has no closure head (train with --closure-head)")
+    model.closure_threshold = None
+    runs = []
+    for u in validation_utterances(data, max_utts):
+        g = BackboneGenerator(BackboneSettings(), model)
+        g.push(u.features)
+        m1 = g.pull()
+        p1 = g.last_closure
+        m = np.concatenate([m1, g.finish()])
+        p = np.concatenate([p1, g.last_closure])
+        n = len(m)
+        runs.append((m, p, speech_frames(u.phonemes, n, 25.0), bilabial_frames(u.phonemes, n, 25.0)))
+    out = []
+    for thr in thresholds:
+        tot = {"bilabials": 0, "hits": 0, "runs": 0, "good_runs": 0}
+        for m, p, sp, bil in runs:
+            mm = m.copy()
+            mm[:, M.INDEX["mouthClose"]] = shut_lips(mm[:, M.INDEX["mouthClose"]], p, float(thr))
+            po = openness(mm)
+            for k, v in closure_counts(closed_mask(po, sp, 0.02), sp, bil).items():
+                tot[k] += v
+        rec = tot["hits"] / max(1, tot["bilabials"])
+        prec = tot["good_runs"] / max(1, tot["runs"])
+        out.append({"threshold": float(thr), "recall": round(rec, 4), "precision": round(prec, 4),
+                    "utterances": len(runs)})
+    return out
+
+
+def choose_threshold(curve: list[dict], beta: float = 2.0) -> dict:
+    """The threshold of the best F-beta (beta 2: recall weighs 4x precision: a missed closure on
+    p/b/m is the error viewers see; a brief extra closure inside speech is mostly invisible)."""
+    def f(c):
+        r, p = c["recall"], c["precision"]
+        return (1 + beta ** 2) * p * r / max(1e-9, beta ** 2 * p + r)
+    return max(curve, key=f)
 
 
 CLOSE_QUANTILES = (0, 50, 70, 80, 85, 90, 92, 94, 96, 97, 98, 99, 99.5, 100)
@@ -75,7 +136,7 @@ def close_map(pred: np.ndarray, ref: np.ndarray) -> list[list[float]]:
 
 
 def write_gain(model_path: str, gain: float, head_gain: list[float] | None = None,
-               close: list[list[float]] | None = None) -> None:
+               close: list[list[float]] | None = None, closure_threshold: float | None = None) -> None:
     """Set ``articulation_gain`` (and ``head_gain``, ``mouth_close_map``) in the model's
     emote_backbone metadata (in place)."""
     import onnx
@@ -88,6 +149,10 @@ def write_gain(model_path: str, gain: float, head_gain: list[float] | None = Non
                 info["head_gain"] = [float(g) for g in head_gain]
             if close is not None:
                 info["mouth_close_map"] = close
+            else:
+                info.pop("mouth_close_map", None)
+            if closure_threshold is not None:
+                info["closure_threshold"] = float(closure_threshold)
             prop.value = json.dumps(info)
             break
     else:
@@ -105,13 +170,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-utts", type=int, default=120)
     ap.add_argument("--dry-run", action="store_true", help="print the gain, change nothing")
     ap.add_argument("--no-close-map", action="store_true", help="leave mouthClose as the model makes it")
+    ap.add_argument("--split", choices=("validation", "heldout"), default="validation",
+                    help="utterances to calibrate on: the train split's validation set, never trained on "
+                         "(default), or the held-out splits (how models without a validation set were calibrated)")
     a = ap.parse_args(argv)
-    res = articulation_gain(a.model, a.data, a.max_utts)
+    res = articulation_gain(a.model, a.data, a.max_utts, split=a.split)
+    thr = None
+    from emote.engine.backbone import BackboneModel
+    if BackboneModel(a.model).has_closure:            # a closure head replaces the close map
+        a.no_close_map = True
+        res["closure_curve"] = closure_curve(a.model, a.data, max(a.max_utts, 300))
+        res["closure_choice"] = choose_threshold(res["closure_curve"])
+        thr = res["closure_choice"]["threshold"]
     print(json.dumps(res))
     if not a.dry_run:
-        write_gain(a.model, res["gain"], res["head_gain"], None if a.no_close_map else res["close_map"])
+        write_gain(a.model, res["gain"], res["head_gain"], None if a.no_close_map else res["close_map"], thr)
         print(f"wrote articulation_gain {res['gain']}, head_gain {res['head_gain']}"
-              f"{'' if a.no_close_map else ', mouth_close_map'} into {a.model}")
+              f"{'' if a.no_close_map else ', mouth_close_map'}"
+              f"{'' if thr is None else f', closure_threshold {thr}'} into {a.model}")
     return 0
 
 

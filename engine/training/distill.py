@@ -81,22 +81,27 @@ def teacher_sample(model, z, audio, past, ctrl, steps: int = 20, guidance: float
 
 
 def distill(teacher, student, batches, n_iters: int, lr: float = 5e-4, teacher_steps: int = 20,
-            guidance: float = 2.0, n_pairs: int = 40000, seed: int = 0, batch: int = 256, log=print) -> dict:
+            guidance: float = 2.0, n_pairs: int = 40000, seed: int = 0, batch: int = 256,
+            closure_loss=None, log=print) -> dict:
     """Distil ``teacher`` into ``student`` in place. ``batches(n, gen)`` gives (audio, past, ctrl, x0_true)
-    conditions (ground-truth past frames). Returns stats."""
+    conditions (ground-truth past frames). ``closure_loss(logits, x0_true)``: with a closure head
+    (ModelConfig.closure_head), the student's head keeps learning the true closures (it shares
+    the audio encoder, which distillation changes). Returns stats."""
+    head = bool(getattr(student.cfg, "closure_head", False)) and closure_loss is not None
     g = torch.Generator().manual_seed(seed + 17)
     t0 = time.perf_counter()
     teacher.eval()
-    Z, X0, A, P, Cc = [], [], [], [], []
+    Z, X0, A, P, Cc, Y = [], [], [], [], [], []
     done = 0
     while done < n_pairs:
-        audio, past, ctrl, _ = batches(1024, g)
+        audio, past, ctrl, x_true = batches(1024, g)
+        Y.append(x_true)
         z = torch.randn(audio.shape[0], teacher.cfg.hop, teacher.cfg.channels, generator=g)
         Z.append(z)
         X0.append(teacher_sample(teacher, z, audio, past, ctrl, teacher_steps, guidance))
         A.append(audio), P.append(past), Cc.append(ctrl)
         done += audio.shape[0]
-    Z, X0, A, P, Cc = (torch.cat(v) for v in (Z, X0, A, P, Cc))
+    Z, X0, A, P, Cc, Y = (torch.cat(v) for v in (Z, X0, A, P, Cc, Y))
     t_pairs = time.perf_counter() - t0
     log(f"distill: {len(Z)} teacher pairs ({teacher_steps} DDIM steps, guidance {guidance}) in {t_pairs:.0f} s")
     ab = make_scheduler().alphas_cumprod.float()
@@ -110,10 +115,13 @@ def distill(teacher, student, batches, n_iters: int, lr: float = 5e-4, teacher_s
         t = ts[torch.randint(0, len(ts), (batch,), generator=g)]
         a = ab[t][:, None, None]
         x = a.sqrt() * X0[i] + (1 - a).sqrt() * Z[i]
-        pred = student(x, t.float(), A[i], P[i], Cc[i])[0]
+        out = student(x, t.float(), A[i], P[i], Cc[i])
+        pred = out[0]
         pn = (P[i][:, -1:] - student.motion_mean) / student.motion_std       # the join with the past
         vp, vt = torch.cat([pn, pred], 1).diff(dim=1), torch.cat([pn, X0[i]], 1).diff(dim=1)
         loss = ((pred - X0[i]) ** 2).mean() + 0.5 * ((vp - vt) ** 2).mean() + 1.0 * ((vp[:, 0] - vt[:, 0]) ** 2).mean()
+        if head:
+            loss = loss + 0.5 * closure_loss(out[2], Y[i])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)

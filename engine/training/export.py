@@ -34,6 +34,11 @@ def _example(cfg, batch: int = 1, seed: int = 0):
             torch.rand(batch, 3, generator=g) * 2.0)
 
 
+def output_names(cfg) -> list[str]:
+    """The graph's outputs: x0, motion and, with a closure head, closure (logits)."""
+    return ["x0", "motion"] + (["closure"] if getattr(cfg, "closure_head", False) else [])
+
+
 def export_onnx(model, path: str | os.PathLike, meta: dict, n_mels: int = 40, fps: float = 25.0) -> Path:
     """Write ``model`` (MotionDiT, eval mode) to ``path`` with the emote_backbone metadata."""
     import onnx
@@ -42,10 +47,11 @@ def export_onnx(model, path: str | os.PathLike, meta: dict, n_mels: int = 40, fp
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.onnx")
     model.eval()
+    outs = output_names(cfg)
     with torch.no_grad():
         torch.onnx.export(_Wrap(model), _example(cfg), str(tmp), dynamo=False, opset_version=17,
-                          input_names=["x", "t", "audio", "past", "controls"], output_names=["x0", "motion"],
-                          dynamic_axes={k: {0: "batch"} for k in ("x", "t", "audio", "past", "controls", "x0", "motion")})
+                          input_names=["x", "t", "audio", "past", "controls"], output_names=outs,
+                          dynamic_axes={k: {0: "batch"} for k in ("x", "t", "audio", "past", "controls", *outs)})
     m = onnx.load(str(tmp))
     info = {"hop": cfg.hop, "context": cfg.context, "lookahead": cfg.lookahead, "past": cfg.past, "fps": fps,
             "n_mels": n_mels, "channels": list(M.NAMES), "features": list(feature_names(n_mels)),
@@ -58,11 +64,11 @@ def export_onnx(model, path: str | os.PathLike, meta: dict, n_mels: int = 40, fp
 
 
 def check_onnx(model, path: str | os.PathLike, batch: int = 64) -> float:
-    """Max abs difference between torch and ONNX Runtime outputs (x0 and motion) on random inputs."""
+    """Max abs difference between torch and ONNX Runtime outputs (x0, motion, closure) on random inputs."""
     import onnxruntime as ort
     ex = _example(model.cfg, batch, seed=1)
     with torch.no_grad():
         ref = [r.numpy() for r in model(*ex)]
     s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    out = s.run(["x0", "motion"], dict(zip(["x", "t", "audio", "past", "controls"], [e.numpy() for e in ex])))
+    out = s.run(output_names(model.cfg), dict(zip(["x", "t", "audio", "past", "controls"], [e.numpy() for e in ex])))
     return float(max(np.abs(a - b).max() for a, b in zip(out, ref)))

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from emote.engine import motion as M
 from emote.engine.backbone import SILENT_ROW, BackboneGenerator, BackboneModel, BackboneSettings, FeaturePrep, seam_stats
@@ -103,6 +104,27 @@ def closure_loss(pred_raw: torch.Tensor, x0: torch.Tensor, jaw_std: torch.Tensor
     return ((((op_p - op_t) / jaw_std) ** 2) * w).mean()
 
 
+#: A target frame is a closure (the lips pressed shut: the closure head's label) when its mouthClose
+#: is at least this (the data engine presses the lips to about 0.47 on a bilabial, 0 elsewhere).
+CLOSED_LABEL = 0.2
+#: Weight of the positive frames in the closure head's loss (closures are a few % of the frames).
+CLOSURE_POS_WEIGHT = 3.0
+
+
+def closure_labels(x0: torch.Tensor) -> torch.Tensor:
+    """(B, T, C) target motion (engine.motion units) -> (B, T) float 1 where the lips are shut."""
+    return (x0[..., _CL] >= CLOSED_LABEL).float()
+
+
+def closure_bce(logits: torch.Tensor, x0: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """The closure head's loss: logits (B, T), x0 (B, T, C) targets; ``keep`` (B,) masks rows out
+    (those whose audio was dropped for classifier-free guidance)."""
+    lab = closure_labels(x0)
+    if keep is not None:
+        logits, lab = logits[keep], lab[keep]
+    return F.binary_cross_entropy_with_logits(logits, lab, pos_weight=torch.tensor(CLOSURE_POS_WEIGHT))
+
+
 def train_teacher(model: MotionDiT, data: ChunkData, iters: int, batch: int = 256, lr: float = 1e-3,
                   p_uncond: float = 0.1, seed: int = 0, closure_weight: float = 0.0, log=print) -> dict:
     sched = make_scheduler()
@@ -127,13 +149,16 @@ def train_teacher(model: MotionDiT, data: ChunkData, iters: int, batch: int = 25
         drop_both = u < p_uncond
         drop_a = drop_both | ((u >= p_uncond) & (u < 1.5 * p_uncond))
         drop_c = drop_both | ((u >= 1.5 * p_uncond) & (u < 2.0 * p_uncond))
-        pred = model(xt, t.float(), audio, past, ctrl, drop_a, drop_c)[0]
+        out = model(xt, t.float(), audio, past, ctrl, drop_a, drop_c)
+        pred = out[0]
         pn = (past[:, -1:] - mean) / std
         vel_p, vel_t = torch.cat([pn, pred], 1).diff(dim=1), torch.cat([pn, x0n], 1).diff(dim=1)
         loss = ((((pred - x0n) ** 2) * w).mean() + (((vel_p - vel_t) ** 2) * w).mean()
                 + 2.0 * (((vel_p[:, 0] - vel_t[:, 0]) ** 2) * w).mean())            # the join with the past
         if closure_weight:
             loss = loss + closure_weight * closure_loss(pred * std + mean, x0, std[_J])
+        if model.cfg.closure_head:
+            loss = loss + 0.5 * closure_bce(out[2], x0, ~drop_a)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -340,6 +365,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--dim", type=int, default=96)
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--hop", type=int, default=5, help="new frames per chunk (1: the lowest live delay)")
+    ap.add_argument("--context", type=int, default=3,
+                    help="audio frames before the chunk the model hears (costs no live delay, only compute)")
+    ap.add_argument("--audio-layers", type=int, default=1, help="self-attention blocks of the audio encoder")
+    ap.add_argument("--closure-head", action="store_true",
+                    help="add the closure head: per-frame logits that the lips are shut (bilabials), "
+                         "trained on the targets' closures; calibrate its threshold afterwards")
     ap.add_argument("--closure-weight", type=float, default=0.0,
                     help="weight of the teacher's openness loss that stresses bilabial closures (closure_loss)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: several oversubscribe a shared 2-core machine badly)")
@@ -359,7 +390,7 @@ def main(argv: list[str] | None = None) -> dict:
     workers = 1 if args.smoke else 2
     if args.data:
         if (Path(args.data) / "manifest.json").is_file():
-            train = D.load_shards(args.data, ("train",))
+            train = [c for c in D.load_shards(args.data, ("train",)) if not D.is_validation(c.uid)]
             held = D.load_shards(args.data, ("heldout_speaker", "heldout_language"))[:args.eval_clips]
             man = json.loads((Path(args.data) / "manifest.json").read_text())
             hours = man.get("totals", {}).get("hours_by_split", {}).get("train", float("nan"))
@@ -390,7 +421,8 @@ def main(argv: list[str] | None = None) -> dict:
                      f"driven by random per-clip controls.")
     t_data = time.perf_counter() - t_start
     log(f"data: {len(train)} train clips, {len(held)} held-out clips ({t_data:.0f} s)")
-    cfg = ModelConfig(dim=args.dim, layers=args.layers, hop=args.hop, heads=4 if args.dim >= 64 else 2)
+    cfg = ModelConfig(dim=args.dim, layers=args.layers, hop=args.hop, heads=4 if args.dim >= 64 else 2,
+                      context=args.context, audio_layers=args.audio_layers, closure_head=args.closure_head)
     data = ChunkData(train, cfg)
     fm, fs, mm, ms = data.stats()
     teacher = MotionDiT(cfg, fm, fs, mm, ms)
@@ -402,7 +434,7 @@ def main(argv: list[str] | None = None) -> dict:
     student.load_state_dict(teacher.state_dict())
     d_rep = distill(teacher, student, data.batch, args.distill_iters, guidance=args.guidance, batch=args.batch,
                     teacher_steps=args.teacher_steps,
-                    n_pairs=args.pairs, seed=args.seed, log=log)
+                    n_pairs=args.pairs, seed=args.seed, closure_loss=closure_bce, log=log)
     out = Path(args.out)
     meta = {"schedules": {str(k): v for k, v in student_schedules().items()}, "default_steps": 2,
             "trained": time.strftime("%Y-%m-%d"), "seed": args.seed}

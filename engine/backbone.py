@@ -56,6 +56,7 @@ _LN_PER_DB = math.log(10.0) / 10.0
 _JAW = M.INDEX["jawOpen"]
 _CLOSE = M.INDEX["mouthClose"]
 _MOUTH = np.asarray(M.idx(*M.MOUTH), np.intp)
+_BLINKS = np.asarray(M.idx("eyeBlinkLeft", "eyeBlinkRight"), np.intp)
 
 
 def default_model_path() -> Path:
@@ -180,6 +181,10 @@ class BackboneModel:
         #: spread of lip closure, keeping the model's ranking. Absent: identity.
         cm = m.get("mouth_close_map")
         self.close_map = None if not cm else (np.asarray(cm[0], np.float64), np.asarray(cm[1], np.float64))
+        #: the same kind of quantile map for the eyelids (both eyeBlink channels): a few-step sampler
+        #: leaves many blinks half shut, which the renderer shows as a twitch, not a blink. Absent: identity.
+        bm = m.get("blink_map")
+        self.blink_map = None if not bm else (np.asarray(bm[0], np.float64), np.asarray(bm[1], np.float64))
         #: the closure head (ModelConfig.closure_head): an output ``closure`` of per-frame logits that
         #: the lips are shut, and the probability above which the runtime shuts them, calibrated on
         #: validation speech (None: the head is present but uncalibrated, or absent: not used).
@@ -373,6 +378,8 @@ class BackboneGenerator(MotionGenerator):
         out[:, _JAW] = np.clip(out[:, _JAW] * m.articulation_gain, 0.0, 1.0)
         if m.close_map is not None:
             out[:, _CLOSE] = np.interp(out[:, _CLOSE], *m.close_map)
+        if m.blink_map is not None:
+            out[:, _BLINKS] = np.interp(out[:, _BLINKS], *m.blink_map)
         #: the closure head's probabilities for the frames just returned (zeros without a head)
         self.last_closure = np.concatenate(shut)[:n_out]
         if m.closure_threshold is not None:

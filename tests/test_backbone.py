@@ -198,6 +198,18 @@ def test_closure_threshold_is_read_from_the_model_and_shuts_the_lips(tmp_path, s
     assert (p > 0.6).sum() >= 2 and (p < 0.4).sum() > len(p) / 2   # the sentence has a few closures
 
 
+def test_blink_map_is_read_from_the_model_and_applied_to_both_eyelids(tmp_path, speech_rows):
+    from emote.engine.training.calibrate import write_gain
+    a, b = _model_copies(tmp_path)
+    write_gain(str(a), 1.0)
+    write_gain(str(b), 1.0, blink=[[0.0, 0.2, 1.0], [0.0, 0.8, 1.0]])
+    blinks = M.idx("eyeBlinkLeft", "eyeBlinkRight")
+    ba = run(BackboneGenerator(BackboneSettings(), BackboneModel(a)), speech_rows)[:, blinks]
+    bb = run(BackboneGenerator(BackboneSettings(), BackboneModel(b)), speech_rows)[:, blinks]
+    np.testing.assert_allclose(bb, np.interp(ba, [0.0, 0.2, 1.0], [0.0, 0.8, 1.0]), atol=1e-6)
+    assert BackboneModel(a).blink_map is None
+
+
 def test_seam_stats():
     t = np.arange(200)
     smooth = np.sin(t / 7.0)[:, None]

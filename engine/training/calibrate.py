@@ -7,8 +7,15 @@ A few-step diffusion sampler pulls the mouth towards its mean: the jaw opens les
 speech), and shrinks the head's motion. ``articulation_gain`` is the ratio of the data's to the
 model's 90th percentile of jawOpen over held-out utterances, ``head_gain`` the ratio of their
 standard deviations per head channel (after the runtime's head smoother); the runtime
-(engine.backbone) multiplies jawOpen and the head motion by them. Needs the ``onnx``
-package (``train`` extra); the runtime only reads the metadata.
+(engine.backbone) multiplies jawOpen and the head motion by them. Quantile maps (the model's
+quantiles onto the data's, monotone) restore the spread of mouthClose and of the eyelids
+(``mouth_close_map``, ``blink_map``). A model with a closure head gets ``closure_threshold`` instead
+of the mouthClose map: the head's probability above which the lips are shut, chosen on the
+validation set for the best F2 of bilabial closure recall and precision.
+
+Calibration runs on the validation set by default (train-split utterances that training leaves
+out: backbone_data.is_validation), never on the held-out splits the harness scores. Needs the
+``onnx`` package (``train`` extra); the runtime only reads the metadata.
 """
 from __future__ import annotations
 
@@ -35,7 +42,9 @@ def articulation_gain(model_path: str, data: str, max_utts: int = 120, quantile:
     model.articulation_gain = 1.0
     model.head_gain = np.ones(len(M.HEAD))
     model.close_map = None
+    model.blink_map = None
     model.closure_threshold = None
+    blink, blink_pred, blink_ref = M.INDEX["eyeBlinkLeft"], [], []
     cl, close_pred, close_ref = M.INDEX["mouthClose"], [], []
     head = M.idx(*M.HEAD)
     head_pred, head_ref = [], []
@@ -54,12 +63,15 @@ def articulation_gain(model_path: str, data: str, max_utts: int = 120, quantile:
         ref.append(u.targets[:len(m), j])
         close_pred.append(m[:, cl])
         close_ref.append(u.targets[:len(m), cl])
+        blink_pred.append(m[:, blink])
+        blink_ref.append(u.targets[:len(m), blink])
         head_pred.append(m[:, head] - m[:, head].mean(axis=0))
         head_ref.append(u.targets[:len(m), head] - u.targets[:len(m), head].mean(axis=0))
     p, r = np.percentile(np.concatenate(pred), quantile), np.percentile(np.concatenate(ref), quantile)
     hs_p, hs_r = np.concatenate(head_pred).std(axis=0), np.concatenate(head_ref).std(axis=0)
     head_gain = np.where(hs_p > 1e-6, np.clip(hs_r / np.maximum(hs_p, 1e-6), 0.5, 4.0), 1.0)
     return {"close_map": close_map(np.concatenate(close_pred), np.concatenate(close_ref)),
+            "blink_map": close_map(np.concatenate(blink_pred), np.concatenate(blink_ref)),
             "gain": round(float(r / max(p, 1e-6)), 3), "model_q": round(float(p), 4), "data_q": round(float(r), 4),
             "quantile": quantile, "utterances": len(pred),
             "head_gain": [round(float(g), 3) for g in head_gain],
@@ -136,9 +148,10 @@ def close_map(pred: np.ndarray, ref: np.ndarray) -> list[list[float]]:
 
 
 def write_gain(model_path: str, gain: float, head_gain: list[float] | None = None,
-               close: list[list[float]] | None = None, closure_threshold: float | None = None) -> None:
-    """Set ``articulation_gain`` (and ``head_gain``, ``mouth_close_map``) in the model's
-    emote_backbone metadata (in place)."""
+               close: list[list[float]] | None = None, closure_threshold: float | None = None,
+               blink: list[list[float]] | None = None) -> None:
+    """Set ``articulation_gain`` (and ``head_gain``, ``mouth_close_map``, ``closure_threshold``,
+    ``blink_map``) in the model's emote_backbone metadata (in place); a map not given is removed."""
     import onnx
     m = onnx.load(model_path)
     for prop in m.metadata_props:
@@ -151,6 +164,10 @@ def write_gain(model_path: str, gain: float, head_gain: list[float] | None = Non
                 info["mouth_close_map"] = close
             else:
                 info.pop("mouth_close_map", None)
+            if blink is not None:
+                info["blink_map"] = blink
+            else:
+                info.pop("blink_map", None)
             if closure_threshold is not None:
                 info["closure_threshold"] = float(closure_threshold)
             prop.value = json.dumps(info)
@@ -170,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-utts", type=int, default=120)
     ap.add_argument("--dry-run", action="store_true", help="print the gain, change nothing")
     ap.add_argument("--no-close-map", action="store_true", help="leave mouthClose as the model makes it")
+    ap.add_argument("--no-blink-map", action="store_true", help="leave the eyelids as the model makes them")
     ap.add_argument("--split", choices=("validation", "heldout"), default="validation",
                     help="utterances to calibrate on: the train split's validation set, never trained on "
                          "(default), or the held-out splits (how models without a validation set were calibrated)")
@@ -184,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         thr = res["closure_choice"]["threshold"]
     print(json.dumps(res))
     if not a.dry_run:
-        write_gain(a.model, res["gain"], res["head_gain"], None if a.no_close_map else res["close_map"], thr)
+        write_gain(a.model, res["gain"], res["head_gain"], None if a.no_close_map else res["close_map"], thr,
+                   None if a.no_blink_map else res["blink_map"])
         print(f"wrote articulation_gain {res['gain']}, head_gain {res['head_gain']}"
               f"{'' if a.no_close_map else ', mouth_close_map'}"
               f"{'' if thr is None else f', closure_threshold {thr}'} into {a.model}")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from emote.engine import motion as M
-from emote.engine.backbone import SILENT_ROW, BackboneGenerator, BackboneModel, BackboneSettings
+from emote.engine.backbone import SILENT_ROW, BackboneGenerator, BackboneModel, BackboneSettings, FeaturePrep
 
 
 def _time(fn, repeats: int) -> dict[str, float]:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     m = BackboneModel(args.model, threads=args.threads, provider="cpu")
     rng = np.random.default_rng(0)
-    audio = rng.standard_normal((m.window, 13 + m.n_mels)).astype(np.float32) * 0.5
+    audio = rng.standard_normal((m.window, FeaturePrep(m.fps, m.n_mels, m.spectral_norm).width)).astype(np.float32) * 0.5
     past = np.zeros((m.past, M.NUM_CHANNELS), np.float32)
     ctrl = np.ones(3, np.float32)
     z = rng.standard_normal((m.hop, M.NUM_CHANNELS)).astype(np.float32)

@@ -67,25 +67,47 @@ def default_model_path() -> Path:
 
 
 class FeaturePrep:
-    """Feature rows (n, 12 + n_mels) -> model inputs (n, 12 + n_mels), sequentially, one row at a time.
+    """Feature rows (n, 12 + n_mels) -> model inputs (n, 13 + n_mels, or 13 + 2 n_mels with
+    ``spectral_norm``), sequentially, one row at a time.
 
     Level-independent: energies and mel bands are taken relative to a running speech peak (which
     jumps up to any louder frame and relaxes 3 dB/s while it is above the silence gate, starting
-    at -30 dBFS), clipped; pitch becomes log2(f0/100) (0 when unvoiced), frequencies kHz. A row's
-    output depends only on it and the rows before it, so batching never changes anything.
+    at -30 dBFS), clipped; pitch becomes log2(f0/100) (0 when unvoiced), frequencies kHz.
+    ``spectral_norm`` appends the mel bands minus their running mean over speech frames (a
+    one-pole average of time constant ``norm_tau_s``, updated only above the silence gate):
+    the voice's and the microphone's own spectral tilt cancel out (cepstral mean normalisation,
+    in the log-mel domain), so an unknown voice or channel looks more like the voices trained on.
+    A row's output depends only on it and the rows before it, so batching never changes anything.
     """
 
-    def __init__(self, fps: float = 25.0, n_mels: int = 40) -> None:
+    def __init__(self, fps: float = 25.0, n_mels: int = 40, spectral_norm: bool = False,
+                 norm_tau_s: float = 2.0) -> None:
         self.decay_db = 3.0 / float(fps)
         self.n_mels = n_mels
+        self.spectral_norm = bool(spectral_norm)
+        self.norm_alpha = 1.0 - math.exp(-1.0 / (float(fps) * norm_tau_s))
         self.reset()
 
     @property
     def width(self) -> int:
-        return _NS + 1 + self.n_mels
+        return _NS + 1 + self.n_mels * (2 if self.spectral_norm else 1)
 
     def reset(self) -> None:
         self.peak = -30.0
+        self.mean: np.ndarray | None = None
+
+    def _normalised(self, mel: np.ndarray, speech: np.ndarray) -> np.ndarray:
+        """(n, n_mels) log-mel rows (ln power), (n,) speech gate -> the rows minus the running mean
+        of the speech rows before and at them (0 before the first speech row), clipped, /4."""
+        out = np.zeros_like(mel)
+        m = self.mean
+        for i in range(len(mel)):
+            if speech[i]:
+                m = mel[i].copy() if m is None else m + self.norm_alpha * (mel[i] - m)
+            if m is not None:
+                out[i] = mel[i] - m
+        self.mean = m
+        return np.clip(out, -8.0, 8.0) / 4.0
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         f = np.asarray(rows, np.float64)
@@ -114,7 +136,9 @@ class FeaturePrep:
         out[:, 11] = f[:, _F2] / 1000.0
         out[:, 12] = (np.clip(f[:, _E], -100.0, 0.0) + 50.0) / 25.0        # absolute level, for silence
         mel = f[:, _NS:_NS + self.n_mels]
-        out[:, 13:] = np.clip(mel - (peaks * _LN_PER_DB)[:, None], -16.0, 3.0) / 4.0
+        out[:, 13:13 + self.n_mels] = np.clip(mel - (peaks * _LN_PER_DB)[:, None], -16.0, 3.0) / 4.0
+        if self.spectral_norm:
+            out[:, 13 + self.n_mels:] = self._normalised(mel, f[:, _EMAX] > -60.0)
         return out
 
 
@@ -167,6 +191,8 @@ class BackboneModel:
         if tuple(m["features"]) != feature_names(int(m["n_mels"])):
             raise ModelFileError(f"{p} was trained on other audio features than engine.audio's: retrain it")
         self.n_mels = int(m["n_mels"])
+        #: FeaturePrep's spectral_norm (models trained with train_backbone --spectral-norm)
+        self.spectral_norm = bool(m.get("spectral_norm", False))
         self.schedules: dict[int, list[tuple[float, float]]] = {int(k): [(float(t), float(a)) for t, a in v]
                                                                   for k, v in m["schedules"].items()}
         self.window = self.context + self.hop + self.lookahead
@@ -281,7 +307,7 @@ class BackboneGenerator(MotionGenerator):
         self.hop = m.hop
         self.lookahead_frames = m.hop - 1 + m.lookahead
         self._controls = {k: v[2] for k, v in CONTROLS.items()}
-        self._prep = FeaturePrep(m.fps, m.n_mels)
+        self._prep = FeaturePrep(m.fps, m.n_mels, m.spectral_norm)
         self._head = HeadSmoother(m.fps, gain=m.head_gain)
         self.reset(settings.seed)
 

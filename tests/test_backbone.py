@@ -104,6 +104,28 @@ def test_feature_prep_batching_and_level():
     np.testing.assert_allclose(a[12:50, 13:], c[12:50, 13:], atol=1e-5)
 
 
+def test_feature_prep_spectral_norm_cancels_a_fixed_channel_tilt():
+    """spectral_norm: 40 more columns, batching-independent; a fixed EQ (a tilt across the mel
+    bands, as another microphone or voice) vanishes from them once the running mean has seen it."""
+    rng = np.random.default_rng(1)
+    rows = np.tile(SILENT_ROW, (400, 1)) + 0.0
+    rows[20:, :3] = rng.uniform(-35, -20, (380, 3))
+    rows[20:, 12:] = rng.uniform(-12, -4, (380, 40))
+    prep = FeaturePrep(spectral_norm=True)
+    a = prep(rows)
+    assert a.shape == (400, 93) and prep.width == 93 and FeaturePrep().width == 53
+    p = FeaturePrep(spectral_norm=True)
+    np.testing.assert_array_equal(a, np.concatenate([p(rows[:33]), p(rows[33:34]), p(rows[34:])]))
+    np.testing.assert_array_equal(a[:, :53], FeaturePrep()(rows))          # the old columns unchanged
+    assert np.all(a[:20, 53:] == 0)                                        # no speech yet: no mean
+    tilted = rows.copy()
+    tilted[20:, 12:] += np.linspace(-2.0, 2.0, 40)                         # ln-power EQ tilt
+    b = FeaturePrep(spectral_norm=True)(tilted)
+    late = slice(300, 400)                                                 # after ~5 time constants
+    assert np.abs(a[late, 53:] - b[late, 53:]).max() < 0.02
+    assert np.abs(a[late, 13:53] - b[late, 13:53]).max() > 0.4             # the plain bands keep the tilt
+
+
 def test_head_smoother_removes_flicker_scales_and_ignores_batching():
     from emote.engine.backbone import HeadSmoother
     rng = np.random.default_rng(0)

@@ -42,14 +42,14 @@ _W[M.idx("jawOpen", "mouthClose")] = 3.0
 class ChunkData:
     """Every chunk start of every clip, as the runtime sees it (FeaturePrep, silent pads, rest past)."""
 
-    def __init__(self, clips: list[D.Clip], cfg: ModelConfig) -> None:
+    def __init__(self, clips: list[D.Clip], cfg: ModelConfig, spectral_norm: bool = False) -> None:
         A, T, a_idx, t_idx, c_idx = [], [], [], [], []
         a_off = t_off = 0
         for ci, c in enumerate(clips):
             n = len(c.features)
             if n < cfg.hop:
                 continue
-            prep = FeaturePrep()
+            prep = FeaturePrep(spectral_norm=spectral_norm)
             rows = np.concatenate([prep(np.tile(SILENT_ROW, (cfg.context, 1))), prep(c.features[:, :52]),
                                    prep(np.tile(SILENT_ROW, (cfg.hop + cfg.lookahead, 1)))])
             tg = np.concatenate([M.rest(cfg.past), c.targets])
@@ -368,6 +368,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--context", type=int, default=3,
                     help="audio frames before the chunk the model hears (costs no live delay, only compute)")
     ap.add_argument("--audio-layers", type=int, default=1, help="self-attention blocks of the audio encoder")
+    ap.add_argument("--spectral-norm", action="store_true",
+                    help="also feed the mel bands minus their running speech mean (FeaturePrep.spectral_norm)")
     ap.add_argument("--closure-head", action="store_true",
                     help="add the closure head: per-frame logits that the lips are shut (bilabials), "
                          "trained on the targets' closures; calibrate its threshold afterwards")
@@ -422,8 +424,9 @@ def main(argv: list[str] | None = None) -> dict:
     t_data = time.perf_counter() - t_start
     log(f"data: {len(train)} train clips, {len(held)} held-out clips ({t_data:.0f} s)")
     cfg = ModelConfig(dim=args.dim, layers=args.layers, hop=args.hop, heads=4 if args.dim >= 64 else 2,
-                      context=args.context, audio_layers=args.audio_layers, closure_head=args.closure_head)
-    data = ChunkData(train, cfg)
+                      context=args.context, audio_layers=args.audio_layers, closure_head=args.closure_head,
+                      features=FeaturePrep(spectral_norm=args.spectral_norm).width)
+    data = ChunkData(train, cfg, args.spectral_norm)
     fm, fs, mm, ms = data.stats()
     teacher = MotionDiT(cfg, fm, fs, mm, ms)
     n_params = sum(p.numel() for p in teacher.parameters())
@@ -437,6 +440,7 @@ def main(argv: list[str] | None = None) -> dict:
                     n_pairs=args.pairs, seed=args.seed, closure_loss=closure_bce, log=log)
     out = Path(args.out)
     meta = {"schedules": {str(k): v for k, v in student_schedules().items()}, "default_steps": 2,
+            "spectral_norm": bool(args.spectral_norm),
             "trained": time.strftime("%Y-%m-%d"), "seed": args.seed}
     export_onnx(student, out, meta)
     diff = check_onnx(student, out)

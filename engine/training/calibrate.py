@@ -11,7 +11,8 @@ standard deviations per head channel (after the runtime's head smoother); the ru
 quantiles onto the data's, monotone) restore the spread of mouthClose and of the eyelids
 (``mouth_close_map``, ``blink_map``). A model with a closure head gets ``closure_threshold`` instead
 of the mouthClose map: the head's probability above which the lips are shut, chosen on the
-validation set for the best F2 of bilabial closure recall and precision.
+validation set for the best F2 of bilabial closure recall and precision among the thresholds that
+lower the openness correlation by at most 0.01.
 
 Calibration runs on the validation set by default (train-split utterances that training leaves
 out: backbone_data.is_validation), never on the held-out splits the harness scores. Needs the
@@ -107,30 +108,40 @@ def closure_curve(model_path: str, data: str, max_utts: int = 300,
         m = np.concatenate([m1, g.finish()])
         p = np.concatenate([p1, g.last_closure])
         n = len(m)
-        runs.append((m, p, speech_frames(u.phonemes, n, 25.0), bilabial_frames(u.phonemes, n, 25.0)))
+        runs.append((m, p, speech_frames(u.phonemes, n, 25.0), bilabial_frames(u.phonemes, n, 25.0),
+                     openness(u.targets[:n])))
+    ref = np.concatenate([r[4] for r in runs])
     out = []
-    for thr in thresholds:
+    for thr in (None, *thresholds):
         tot = {"bilabials": 0, "hits": 0, "runs": 0, "good_runs": 0}
-        for m, p, sp, bil in runs:
+        ops = []
+        for m, p, sp, bil, _ in runs:
             mm = m.copy()
-            mm[:, M.INDEX["mouthClose"]] = shut_lips(mm[:, M.INDEX["mouthClose"]], p, float(thr))
+            if thr is not None:
+                mm[:, M.INDEX["mouthClose"]] = shut_lips(mm[:, M.INDEX["mouthClose"]], p, float(thr))
             po = openness(mm)
+            ops.append(po)
             for k, v in closure_counts(closed_mask(po, sp, 0.02), sp, bil).items():
                 tot[k] += v
         rec = tot["hits"] / max(1, tot["bilabials"])
         prec = tot["good_runs"] / max(1, tot["runs"])
-        out.append({"threshold": float(thr), "recall": round(rec, 4), "precision": round(prec, 4),
+        out.append({"threshold": None if thr is None else float(thr), "recall": round(rec, 4),
+                    "precision": round(prec, 4), "corr": round(float(np.corrcoef(np.concatenate(ops), ref)[0, 1]), 4),
                     "utterances": len(runs)})
     return out
 
 
-def choose_threshold(curve: list[dict], beta: float = 2.0) -> dict:
+def choose_threshold(curve: list[dict], beta: float = 2.0, max_corr_loss: float = 0.01) -> dict:
     """The threshold of the best F-beta (beta 2: recall weighs 4x precision: a missed closure on
-    p/b/m is the error viewers see; a brief extra closure inside speech is mostly invisible)."""
+    p/b/m is the error viewers see; a brief extra closure inside speech is mostly invisible) among
+    those that cost the openness correlation at most ``max_corr_loss`` (a closure shut where the
+    mouth should be open is a wrong frame too). ``curve[0]`` is the model without the rule."""
     def f(c):
         r, p = c["recall"], c["precision"]
         return (1 + beta ** 2) * p * r / max(1e-9, beta ** 2 * p + r)
-    return max(curve, key=f)
+    base = curve[0]["corr"]
+    ok = [c for c in curve[1:] if c["corr"] >= base - max_corr_loss] or [curve[-1]]
+    return max(ok, key=f)
 
 
 CLOSE_QUANTILES = (0, 50, 70, 80, 85, 90, 92, 94, 96, 97, 98, 99, 99.5, 100)

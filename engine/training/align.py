@@ -330,6 +330,40 @@ def validate_english(max_utts: int = 200, progress: bool = True) -> dict:
             "within_50ms": round(float(np.mean(arr <= 0.05)), 3) if arr.size else None}
 
 
+#: pocketsphinx's (CMU ARPAbet) bilabial phones
+PS_BILABIALS = ("P", "B", "M")
+
+
+def bilabial_offsets(data: str, max_utts: int = 150) -> dict:
+    """Mid-times of the bilabials (p, b, m) in a built data set's English real speech (the data
+    engine's DTW phonemes) against pocketsphinx's phone alignment of the same audio: how far the
+    harness's reference closures can be from the audio's. Utterances whose bilabial counts differ
+    between the two are left out."""
+    from .shards import open_dataset
+    from .visemes import is_bilabial
+
+    errs, used = [], 0
+    for u in open_dataset(data).utterances(with_audio=True, where=lambda m: m.get("source") == "asterisk-en"):
+        ps = pocketsphinx_align(u.float_audio(), u.meta["text"])
+        if ps is None:
+            continue
+        a = [0.5 * (s + e) for _, _, _, ph in ps for s, e, p in ph if p in PS_BILABIALS]
+        b = [0.5 * (s + e) for p, s, e in u.phonemes if is_bilabial(p)]
+        if not a or len(a) != len(b):
+            continue
+        errs += list(np.array(b) - np.array(a))
+        used += 1
+        if used >= max_utts:
+            break
+    e = np.abs(np.array(errs)) * 1000.0
+    if not e.size:
+        return {"utterances": 0}
+    return {"utterances": used, "bilabials": int(e.size), "median_ms": round(float(np.median(e)), 1),
+            "p75_ms": round(float(np.percentile(e, 75)), 1), "p90_ms": round(float(np.percentile(e, 90)), 1),
+            "within_40ms": round(float(np.mean(e <= 40.0)), 3), "within_60ms": round(float(np.mean(e <= 60.0)), 3),
+            "mean_signed_ms": round(float(np.mean(errs)) * 1000.0, 1)}
+
+
 if __name__ == "__main__":
     import argparse
     import json
@@ -337,5 +371,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(prog="python -m emote.engine.training.align",
                                  description="DTW alignment vs pocketsphinx on English real speech")
     ap.add_argument("--max-utts", type=int, default=200)
+    ap.add_argument("--bilabials", metavar="DATA",
+                    help="instead: bilabial mid-times of a built data set's English real speech vs pocketsphinx")
     a = ap.parse_args()
-    print(json.dumps(validate_english(a.max_utts), indent=1))
+    print(json.dumps(bilabial_offsets(a.bilabials, a.max_utts) if a.bilabials else validate_english(a.max_utts),
+                     indent=1))

@@ -10,7 +10,13 @@
    Both clocks are this machine's CLOCK_MONOTONIC. p50/p95 over the onsets, with the server's
    per-stage medians (its /ws stats) for the breakdown.
 3. Capacity: 1, 2, ... N clients at once, 8 s each; a count is sustained when every client
-   receives >= 24 fps and the server held (repeated) < 2 % of the frames.
+   receives >= 24 fps and the server held (repeated) < 2 % of the frames. The clients share this
+   machine with the server, so they do only what the measurement needs, not what a real remote
+   client would do on its own machine: their audio is Opus-encoded once before the run
+   (``FileAudioTrack(pre_encoded=True)``) and the video they receive is counted frame by frame
+   (complete frames, by arrival time) but not decoded (``ClientSettings(decode_video=False)``).
+   The latency run (2.) decodes: it needs the pixels, and the landmarker looks only at the frames
+   around each onset.
 Prints a summary and writes JSON.
 """
 from __future__ import annotations
@@ -93,11 +99,13 @@ def onset_latencies(rec, onsets: list[int]) -> list[tuple[float, float, float, i
     lm = shared_landmarker()
     content = np.array([p / 90000 for p, _, _ in rec.video])
     arrival = np.array([a for _, a, _ in rec.video])
-    ap = []
-    for _, _, f in rec.video:
-        faces = lm.detect(f)
-        ap.append(inner_lip_aperture(faces[0].points) if faces else np.nan)
-    ap = np.array(ap)
+    near = np.zeros(len(content), bool)                   # only frames an onset below looks at
+    for s in onsets:
+        near |= (content > s / RATE - 0.6) & (content < s / RATE + 0.6)
+    ap = np.full(len(content), np.nan)
+    for i in np.flatnonzero(near):
+        faces = lm.detect(rec.video[i][2])
+        ap[i] = inner_lip_aperture(faces[0].points) if faces else np.nan
     out = []
     for k, s in enumerate(onsets):
         t = s / RATE
@@ -150,8 +158,9 @@ async def measure_capacity(url: str, max_sessions: int, seconds: float = 8.0) ->
     rows, sustained = [], 0
     for n in range(1, max_sessions + 1):
         recs = await asyncio.gather(*(run_client(
-            ClientSettings(url, seconds=seconds, ice_addresses=("127.0.0.1",), keep_frames=False),
-            FileAudioTrack(audio)) for _ in range(n)))
+            ClientSettings(url, seconds=seconds, ice_addresses=("127.0.0.1",), keep_frames=False,
+                           decode_video=False),
+            FileAudioTrack(audio, pre_encoded=True)) for _ in range(n)))
         fps = [r.video_fps() for r in recs]
         held = [(r.stats[-1]["frames_held"] / max(1, r.stats[-1]["frames_sent"])) if r.stats else 1.0
                 for r in recs]

@@ -6,7 +6,10 @@
 1. Starts ``emote serve`` (the real engine, default portrait, engine processes) in its own process,
    ICE on 127.0.0.1, unless ``--url`` names a running server.
 2. N Python clients (aiortc, loopback, no STUN) each send speech in a loop, in real time, for M
-   minutes, and count what comes back without keeping it (a few numbers a frame).
+   minutes, and count what comes back without keeping it (a few numbers a frame). They share this
+   machine with the server, so they skip what a real remote client does on its own machine: the
+   speech is Opus-encoded once before the run, and the video is counted and timed per complete
+   frame (its pts and arrival) without being decoded.
 3. Every ``--sample-s`` seconds it records, per client: frames received in that interval, and the
    medians of ``arrival - pts`` for video (pts / 90 kHz) and audio (pts / 48 kHz); for the server:
    the resident memory of its process tree (``/proc``) and each session's counters (frames sent,
@@ -41,7 +44,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from emote.benchmarks.latency import _free_port, start_server
-from emote.clients.client import FileAudioTrack, hang_up, read_audio_48k
+from emote.clients.client import (FileAudioTrack, count_without_decoding, hang_up, opus_packets,
+                                  read_audio_48k)
 from emote.engine.resources import demo_speech_path
 from emote.streaming.ice import filter_sdp_candidates, restrict_ice_addresses
 from emote.streaming.jitter import install as install_jitter_buffer
@@ -50,7 +54,18 @@ RATE = 48000
 
 
 class LoopingAudioTrack(FileAudioTrack):
-    """Plays ``samples`` (float32 mono 48 kHz) in a loop, in real time, until stopped."""
+    """Plays ``samples`` (float32 mono 48 kHz) in a loop, in real time, until stopped.
+    ``pre_encoded`` (see FileAudioTrack): one loop of whole 20 ms packets is encoded once and
+    replayed (the loop's last packet is padded with silence to 20 ms)."""
+
+    def __init__(self, samples: np.ndarray, pre_encoded: bool = False) -> None:
+        super().__init__(samples)
+        if pre_encoded:
+            one_loop = FileAudioTrack(np.pad(self.samples, (0, -len(self.samples) % 960)))
+            self._packets = opus_packets([one_loop._frame(n) for n in range(len(one_loop.samples) // 960)])
+
+    def _packet_index(self, n: int) -> int:
+        return n % len(self._packets)
 
     def _chunk(self, n: int) -> np.ndarray:
         x = self.samples
@@ -125,7 +140,7 @@ async def _watch_ws(http: aiohttp.ClientSession, url: str, sid: str, log: Client
 async def run_soak_client(url: str, audio: np.ndarray, log: ClientLog, stop: asyncio.Event) -> None:
     """One peer on loopback (no STUN): sends ``audio`` in a loop until ``stop``; counts what returns."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    source = LoopingAudioTrack(audio)
+    source = LoopingAudioTrack(audio, pre_encoded=True)
     tasks: list[asyncio.Task] = []
 
     @pc.on("track")
@@ -133,6 +148,8 @@ async def run_soak_client(url: str, audio: np.ndarray, log: ClientLog, stop: asy
         for t in pc.getTransceivers():
             if t.receiver.track is track:
                 install_jitter_buffer(t.receiver, track.kind)
+                if track.kind == "video":       # counted and timed, not decoded: see the docstring
+                    count_without_decoding(t.receiver)
         tasks.append(asyncio.create_task(_consume(track, log)))
 
     pc.addTrack(source)

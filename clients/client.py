@@ -15,6 +15,7 @@ import asyncio
 import fractions
 import json
 import logging
+import queue
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,8 @@ import aiohttp
 import av
 import cv2
 import numpy as np
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import (RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpReceiver,
+                    RTCSessionDescription)
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from emote.engine.exceptions import AudioError, ConfigError, EmoteError
@@ -31,7 +33,8 @@ from emote.streaming.ice import filter_sdp_candidates, restrict_ice_addresses
 from emote.streaming.jitter import install as install_jitter_buffer
 
 __all__ = ["ClientSettings", "Recording", "FileAudioTrack", "MicAudioTrack", "run_client",
-           "write_mp4", "read_audio_48k", "ServerRefused"]
+           "write_mp4", "read_audio_48k", "ServerRefused", "EncodedVideoFrame", "count_without_decoding",
+           "codec_preferences", "opus_packets"]
 
 log = logging.getLogger(__name__)
 RATE = 48000
@@ -57,12 +60,61 @@ class ClientSettings:
     keep_frames: bool = True                   # keep RGB frames in memory (tests, --out)
     control_channel: bool = True               # open /ws (stats; closing it ends the session)
     overlay: bool = False                      # ask for packed colour + alpha frames (2S x S)
+    video_codec: str | None = None             # "VP8" or "H264": offer only that (None: aiortc's order)
+    decode_video: bool = True                  # False: count complete frames, do not decode them
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
             raise ConfigError(f"server URL must start with http:// or https://, got {self.url!r}")
         if self.seconds <= 0:
             raise ConfigError(f"seconds must be > 0, got {self.seconds}")
+        if self.video_codec not in (None, "VP8", "H264"):
+            raise ConfigError(f"video_codec must be VP8, H264 or None, got {self.video_codec!r}")
+        if self.keep_frames and not self.decode_video:
+            raise ConfigError("keep_frames needs decode_video: frames that are not decoded have no pixels")
+
+
+@dataclass(frozen=True)
+class EncodedVideoFrame:
+    """A complete encoded video frame that was not decoded (``ClientSettings.decode_video=False``):
+    its RTP timestamp as ``pts`` (90 kHz, from 0, as a decoded frame's) and its size in bytes."""
+
+    pts: int
+    nbytes: int
+
+
+class _CountingQueue(queue.Queue):
+    """Stands in for an aiortc video receiver's decoder queue (``decode_video=False``): each
+    complete encoded frame goes straight to the track as an :class:`EncodedVideoFrame`, on the
+    event loop, without decoding. The end marker (None) still reaches aiortc's decoder thread,
+    which then ends the track as usual. A benchmark's clients share the server's machine; a real
+    receiver decodes on its own, so the benchmark should not charge that work to the server."""
+
+    def __init__(self, track_queue: asyncio.Queue) -> None:
+        super().__init__()
+        self._track_queue = track_queue
+
+    def put(self, item, block: bool = True, timeout: float | None = None) -> None:
+        if item is None:
+            return super().put(None, block, timeout)
+        _codec, encoded = item
+        self._track_queue.put_nowait(EncodedVideoFrame(int(encoded.timestamp), len(encoded.data)))
+
+
+_DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"     # private in aiortc 1.16 (pinned)
+
+
+def count_without_decoding(receiver: RTCRtpReceiver) -> bool:
+    """Make video ``receiver`` deliver :class:`EncodedVideoFrame` s instead of decoded frames
+    (call it from the peer connection's "track" event, before media flows); False when aiortc's
+    layout differs (then it keeps decoding)."""
+    track = getattr(receiver, "track", None)
+    if not isinstance(getattr(receiver, _DECODER_QUEUE, None), queue.Queue) or \
+            not isinstance(getattr(track, "_queue", None), asyncio.Queue):
+        log.warning("aiortc's receiver has no %s: the client decodes the video", _DECODER_QUEUE)
+        return False
+    setattr(receiver, _DECODER_QUEUE, _CountingQueue(track._queue))
+    return True
 
 
 @dataclass
@@ -109,21 +161,48 @@ def read_audio_48k(path: str) -> np.ndarray:
 
 
 class FileAudioTrack(MediaStreamTrack):
-    """Plays ``samples`` (float32 mono 48 kHz) in real time, then silence."""
+    """Plays ``samples`` (float32 mono 48 kHz) in real time, then silence.
+
+    ``pre_encoded``: the samples are Opus-encoded once, here, and the track hands aiortc the
+    encoded packets (it sends a track's ``av.Packet`` s as they are): a benchmark's clients then
+    spend no CPU on encoding while the sessions run (a real sender encodes on its own machine).
+    The packets are what aiortc's own Opus encoder makes of the same frames."""
 
     kind = "audio"
 
-    def __init__(self, samples: np.ndarray) -> None:
+    def __init__(self, samples: np.ndarray, pre_encoded: bool = False) -> None:
         super().__init__()
         self.samples = np.asarray(samples, np.float32)
         self._n = 0
         self.t0: float | None = None
+        self._packets: list[bytes] | None = None
+        if pre_encoded:
+            self._packets = opus_packets([self._frame(n) for n in range(-(-len(self.samples) // PACKET) + 3)])
 
     def _chunk(self, n: int) -> np.ndarray:
         x = self.samples[n * PACKET:(n + 1) * PACKET]
         return np.pad(x, (0, PACKET - len(x)))
 
-    async def recv(self) -> av.AudioFrame:
+    def _frame(self, n: int) -> av.AudioFrame:
+        """Packet ``n`` of the stream as a 20 ms s16 mono frame with its pts (48 kHz)."""
+        x = self._chunk(n)
+        frame = av.AudioFrame.from_ndarray((np.clip(x, -1, 1) * 32767).astype(np.int16)[None],
+                                           format="s16", layout="mono")
+        frame.sample_rate, frame.pts = RATE, n * PACKET
+        frame.time_base = fractions.Fraction(1, RATE)
+        return frame
+
+    def _packet_index(self, n: int) -> int:
+        """Which pre-encoded packet plays as packet ``n``: past the end, the last (silence)."""
+        return min(n, len(self._packets) - 1)
+
+    def _packet(self, n: int) -> av.Packet:
+        """Packet ``n`` of the stream, pre-encoded, with its pts."""
+        packet = av.Packet(self._packets[self._packet_index(n)])
+        packet.pts, packet.time_base = n * PACKET, fractions.Fraction(1, RATE)
+        return packet
+
+    async def recv(self) -> av.AudioFrame | av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
         if self.t0 is None:
@@ -131,13 +210,19 @@ class FileAudioTrack(MediaStreamTrack):
         wait = self.t0 + self._n * PACKET / RATE - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
-        x = self._chunk(self._n)
-        frame = av.AudioFrame.from_ndarray((np.clip(x, -1, 1) * 32767).astype(np.int16)[None],
-                                           format="s16", layout="mono")
-        frame.sample_rate, frame.pts = RATE, self._n * PACKET
-        frame.time_base = fractions.Fraction(1, RATE)
+        out = self._packet(self._n) if self._packets is not None else self._frame(self._n)
         self._n += 1
-        return frame
+        return out
+
+
+def opus_packets(frames: list[av.AudioFrame]) -> list[bytes]:
+    """One Opus packet (bytes) per 20 ms frame, from aiortc's own encoder (same settings)."""
+    from aiortc.codecs.opus import OpusEncoder
+    enc, out = OpusEncoder(), []
+    for f in frames:
+        payloads, _ = enc.encode(f)
+        out += payloads
+    return out
 
 
 class MicAudioTrack(FileAudioTrack):
@@ -179,6 +264,13 @@ class MicAudioTrack(FileAudioTrack):
     def stop(self) -> None:
         self._stream.close()
         super().stop()
+
+
+def codec_preferences(name: str) -> list:
+    """aiortc's video codec capabilities for ``name`` ("VP8" or "H264") and their RTX entries."""
+    codecs = RTCRtpReceiver.getCapabilities("video").codecs
+    return [c for c in codecs if c.mimeType.lower() == f"video/{name.lower()}"] + \
+        [c for c in codecs if c.mimeType.lower() == "video/rtx"]
 
 
 async def _gathered_offer(pc: RTCPeerConnection) -> RTCSessionDescription:
@@ -250,11 +342,15 @@ async def run_client(settings: ClientSettings, source: MediaStreamTrack) -> Reco
         for t in pc.getTransceivers():
             if t.receiver.track is track:
                 install_jitter_buffer(t.receiver, track.kind)
+                if track.kind == "video" and not settings.decode_video:
+                    count_without_decoding(t.receiver)
         tasks.append(asyncio.create_task(_consume(track, rec, settings.keep_frames,
                                                   deadline[0])))
 
     pc.addTrack(source)
-    pc.addTransceiver("video", direction="recvonly")
+    video = pc.addTransceiver("video", direction="recvonly")
+    if settings.video_codec:
+        video.setCodecPreferences(codec_preferences(settings.video_codec))
     try:
         async with aiohttp.ClientSession() as http:
             answer = await _signal(http, settings, await _gathered_offer(pc), headers)

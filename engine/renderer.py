@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from emote.kernels.composite import blend_into
-from emote.kernels.warp import MeshWarp, WarpSettings
+from emote.kernels.warp import MeshWarp, WarpSettings, pad_channels
 
 from . import landmarks as L
 from .avatar import Avatar
@@ -90,9 +90,10 @@ class MouthPainter:
         lx, ly = gx * ex[0] + gy * ex[1], gx * ey[0] + gy * ey[1]
         ul, ll = (up - c) @ np.stack([ex, ey], 1), (lo - c) @ np.stack([ex, ey], 1)
         ou, ol = np.argsort(ul[:, 0]), np.argsort(ll[:, 0])
-        yu = np.interp(lx, ul[ou, 0], ul[ou, 1])
-        yl = np.interp(lx, ll[ol, 0], ll[ol, 1])
-        extra = np.interp(lx, ul[ou, 0], (gap_now - self.ref_gap)[ou])
+        f32 = np.float32                       # np.interp returns float64: the rest stays float32
+        yu = np.interp(lx, ul[ou, 0], ul[ou, 1]).astype(f32)
+        yl = np.interp(lx, ll[ol, 0], ll[ol, 1]).astype(f32)
+        extra = np.interp(lx, ul[ou, 0], (gap_now - self.ref_gap)[ou]).astype(f32)
         hw = max(float(ul[:, 0].max() - ul[:, 0].min()) / 2, 1.0)
         f = self.s.feather_px
         a = _smooth((ly - yu) / f + 0.5) * _smooth((yl - ly) / f + 0.5)
@@ -195,6 +196,7 @@ class Renderer:
         self.eyelids = EyelidPainter(avatar, self.rig)
         self.head_mask = self.warp.full_mask((S, S))   # (S, S) bool: the only pixels that ever change
         self._ref = np.ascontiguousarray(avatar.image)
+        self._ref_padded = pad_channels(self._ref)     # what the warp remaps fastest (kernels.warp)
         self._ref4 = None
         if matte is not None:
             a = np.clip(np.asarray(matte, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
@@ -210,7 +212,7 @@ class Renderer:
 
     def __call__(self, motion: np.ndarray) -> np.ndarray:
         d = self.rig.displacement(motion)
-        frame = self.warp.warp(self._ref, d)
+        frame = self.warp.warp(self._ref, d, padded=self._ref_padded)
         self._paint(frame, d)
         return frame
 

@@ -8,6 +8,13 @@ region (a sparse matrix, grid points x vertices). Per frame:
 3. upsample the backward field to full resolution and cv2.remap the image once.
 
 Grid points outside the mesh's hull have zero displacement, so the image there is copied exactly.
+
+The final remap takes the float32 map as it is and a 4-channel image: OpenCV (5.x) has a SIMD path
+for exactly that (bilinear, float map, 4 x uint8), 0.67 ms for a 463 x 512 box against 1.07 ms + 0.16 ms
+of ``convertMaps`` for the former fixed-point (1/32 px) map on 3 channels, and the sampling is exact
+rather than quantised (3.9 % of the pixels change, by 1-3 levels). An RGB image is padded to RGBA
+(:func:`pad_channels`; a caller warping the same image every frame pads it once and passes it as
+``padded``) and the 4th channel dropped after the remap.
 """
 from __future__ import annotations
 
@@ -32,6 +39,12 @@ class WarpSettings:
             raise ValueError(f"inverse_iterations must be within 0..6, got {self.inverse_iterations}")
         if not 0 <= self.still_below_px < 1:
             raise ValueError(f"still_below_px must be within [0, 1), got {self.still_below_px}")
+
+
+def pad_channels(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) -> (H, W, 4) of the same dtype, the 4th channel opaque: the form :meth:`MeshWarp.warp`
+    remaps fastest (pass it as ``padded``)."""
+    return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2RGBA)
 
 
 def triangulate(vertices: np.ndarray) -> Delaunay:
@@ -108,14 +121,24 @@ class MeshWarp:
             b = cv2.resize(b, (full_w + 1, full_h + 1), interpolation=cv2.INTER_LINEAR)
         return np.ascontiguousarray(b[: self.h, : self.w])
 
-    def warp(self, image: np.ndarray, displacement: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Warp the box of image (H, W, C) uint8 by the vertex displacement; writes into out (or a copy)."""
+    def warp(self, image: np.ndarray, displacement: np.ndarray, out: np.ndarray | None = None,
+             padded: np.ndarray | None = None) -> np.ndarray:
+        """Warp the box of image (H, W, C) uint8 by the vertex displacement; writes into out (or a copy).
+
+        ``padded``: for a 3-channel image, the same image as :func:`pad_channels` makes it (made
+        once by a caller that warps the same image every frame; otherwise it is made here)."""
         x0, y0, x1, y1 = self.box
-        b = self.backward_field(displacement)
         # no masking needed: a pixel more than grid_step_px outside the hull sits between grid points that
         # are all outside it, where F is exactly 0, so its offset is 0 and remap copies it exactly
-        m1, m2 = cv2.convertMaps(self._full + b, None, cv2.CV_16SC2)   # fixed point: faster, 1/32 px
-        warped = cv2.remap(image, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        maps = self._full + self.backward_field(displacement)          # (h, w, 2) float32 source pixels
+        src = image
+        if image.ndim == 3 and image.shape[2] == 3:
+            src = pad_channels(image) if padded is None else padded
+            if src.shape != image.shape[:2] + (4,) or src.dtype != image.dtype:
+                raise ValueError(f"padded must be {image.shape[:2] + (4,)} {image.dtype}, got {src.shape} {src.dtype}")
+        warped = cv2.remap(src, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        if src is not image:
+            warped = cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB)
         if out is None:
             out = image.copy()
         out[y0:y1, x0:x1] = warped

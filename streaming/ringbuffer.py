@@ -193,8 +193,13 @@ class AudioRingBuffer:
         start = max(0, start)
         if start < stop and start < self.oldest:
             raise IndexError(f"sample {start} was overwritten (oldest held: {self.oldest})")
-        idx = np.arange(start, max(start, stop)) % self._cap
-        return np.concatenate([np.zeros(pad, np.float32), self._buf[idx]])
+        out = np.zeros(pad + max(0, stop - start), np.float32)
+        if start < stop:                 # at most two slices of the ring (it may wrap once)
+            a, n = start % self._cap, stop - start
+            first = min(n, self._cap - a)
+            out[pad:pad + first] = self._buf[a:a + first]
+            out[pad + first:] = self._buf[:n - first]
+        return out
 
 
 class WindowSlicer:

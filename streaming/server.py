@@ -48,7 +48,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCSessionDescription
 from emote.engine.exceptions import ConfigError, EmoteError
 from emote.engine.expression import EMOTIONS, GAZE_MODES
 from emote.engine.generator import DEFAULT_GENERATOR
-from emote.streaming.encoding import tune_vp8
+from emote.streaming.encoding import tune_encoders
 from emote.streaming.ice import filter_sdp_candidates, restrict_ice_addresses
 from emote.streaming.metrics import CONTENT_TYPE_LATEST, StreamingMetrics
 from emote.streaming.session import Session, SessionOptions
@@ -379,7 +379,7 @@ def make_app(settings: ServerSettings = ServerSettings(),
     settings' size, fps, seed, generator and cache). With ``pipeline_factory(path)`` the
     pipelines are made in this process and run in threads (tests, custom engines)."""
     restrict_ice_addresses(settings.ice_addresses)
-    tune_vp8()
+    tune_encoders()
     srv = _Server(settings, pipeline_factory)
     app = web.Application(client_max_size=settings.max_request_bytes, middlewares=[_guard])
     app[STATE] = srv

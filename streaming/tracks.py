@@ -31,6 +31,7 @@ import numpy as np
 import soxr
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from emote.streaming.encoding import video_frame
 from emote.streaming.ringbuffer import AudioRingBuffer
 
 __all__ = ["MediaClock", "AudioInput", "FrameBuffer", "ReadyFrame", "PortraitVideoTrack",
@@ -223,7 +224,7 @@ class PortraitVideoTrack(MediaStreamTrack):
             self.encode_lead_s += 0.1 * (min(took, 1.0 / self.fps) - self.encode_lead_s)
         frame, slot, held = await self._next_frame()
         self._returned_at = self.clock.now()
-        vf = av.VideoFrame.from_ndarray(frame.i420, format="yuv420p")
+        vf = video_frame(frame.i420)           # no copy: a ReadyFrame's array is never written
         vf.pts = slot * VIDEO_CLOCK_HZ // self.fps
         vf.time_base = self._time_base
         if self.on_sent is not None:

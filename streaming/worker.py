@@ -13,8 +13,10 @@ in the engine goes to ``on_error`` on the loop and ends the worker.
 Why a process: one server process runs every session's WebRTC work (Python, on the event loop)
 and, with threads, every engine too; they all share one GIL, and on 2 cores two sessions then
 missed frame deadlines although the CPUs were not busy. An engine process has its own GIL.
-:class:`EnginePool` keeps one spare process with the engine imported (about 2 s of imports)
-so that a session starts at once. Threads remain for pipelines made in-process (tests).
+:class:`EnginePool` keeps one spare process with the engine imported (about 1.5 s, imported at
+a lower priority: see _import_engine) so that a session starts at once. An engine process runs
+one OpenCV, ONNX Runtime and BLAS thread (see BLAS_THREAD_VARS). Threads remain for pipelines
+made in-process (tests).
 
 Overlay sessions (``alpha=True``: the pipeline made with ``PipelineSettings(alpha=True)``, a
 ``load(path, alpha=True)`` for a process) get PACKED frames, (S*3/2, 2S) I420: colour on the
@@ -24,8 +26,10 @@ the event loop. Other sessions' engines make no matte.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import json
+import os
 import queue
 import socket
 import subprocess
@@ -222,15 +226,64 @@ class EngineWorker(_Base):
 
 
 # -- the engine in a process -------------------------------------------------------------------
-def _child_main(conn, settings_kw: dict) -> None:
+#: nice increment of a spare engine process's imports (see _import_engine)
+SPARE_IMPORT_NICE = 10
+#: BLAS/OpenMP thread pools of an engine process: 1 thread (``EMOTE_ENGINE_BLAS_THREADS`` changes
+#: it). With OpenBLAS's default (one thread per core) its idle workers spin, and on a busy 2-core
+#: machine an engine's load (scipy's Delaunay point location, the rig's depth limiter: small
+#: LAPACK calls) took 1-10 s of CPU instead of 0.2 s, starving the sessions already running.
+BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+_ENGINE_MODULES = ("cv2", "emote.engine.pipeline")     # what an engine process imports up front
+
+
+def _engine_env() -> dict[str, str]:
+    """The environment of an engine process: ours, with BLAS_THREAD_VARS set (read at import)."""
+    n = os.environ.get("EMOTE_ENGINE_BLAS_THREADS", "1")
+    return {**os.environ, **{k: n for k in BLAS_THREAD_VARS}}
+
+
+def _import_engine(background: bool) -> None:
+    """Import the engine: about 0.5 s of CPU. ``background`` (a spare process that nobody waits
+    for yet): in a thread whose nice value is raised by SPARE_IMPORT_NICE, so that warming up a
+    spare yields the CPU to the sessions running meanwhile (the pool spawns a spare just as a
+    session starts, so its import competed with that session's first frames). Linux keeps a nice
+    value per thread: the main thread, which serves the session later, keeps its priority."""
+    def work() -> None:
+        if background:
+            try:
+                tid = threading.get_native_id()
+                os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + SPARE_IMPORT_NICE)
+            except (OSError, AttributeError):       # not Linux / not allowed: import as usual
+                pass
+        for name in _ENGINE_MODULES:
+            importlib.import_module(name)
+
+    if not background:
+        work()
+        return
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+            failed.append(e)
+    t = threading.Thread(target=run, name="engine-import")
+    t.start()
+    t.join()
+    if failed:
+        raise failed[0]
+
+
+def _child_main(conn, settings_kw: dict, background: bool = False) -> None:
     """Engine process: wait for ("load", (path, alpha)), then serve windows until None or EOF.
     ``settings_kw`` are the PipelineSettings of every session; ``alpha`` is the session's own
-    (its portrait switches keep it)."""
-    import os
+    (its portrait switches keep it). ``background``: a spare (see _import_engine)."""
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from dataclasses import replace
 
+    _import_engine(background)
     import cv2
     # one OpenCV thread per engine process (one per session): sessions do not oversubscribe the cores
     cv2.setNumThreads(int(os.environ.get("EMOTE_ENGINE_CV_THREADS", "1")))
@@ -267,14 +320,17 @@ class ProcessEngineWorker(_Base):
     """The engine in a child process; windows and frames cross a socket pair (a 512x512 I420 frame is
     384 KiB: about 10 MB/s per session, well under a millisecond per frame)."""
 
-    def __init__(self, settings_kw: dict, queue_windows: int = 4) -> None:
+    def __init__(self, settings_kw: dict, queue_windows: int = 4, background: bool = False) -> None:
+        """``background``: a spare that nobody waits for yet: it imports the engine at a lower
+        CPU priority (see _import_engine)."""
         super().__init__(queue_windows)
         # A plain `python -m emote.streaming.worker FD` child on one end of a socket pair (not
         # multiprocessing's spawn, which re-imports the parent's __main__ script).
         ours, theirs = socket.socketpair()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "emote.streaming.worker", str(theirs.fileno()), json.dumps(settings_kw)],
-            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+            [sys.executable, "-m", "emote.streaming.worker", str(theirs.fileno()), json.dumps(settings_kw)]
+            + (["background"] if background else []),
+            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=_engine_env())
         theirs.close()
         self._conn = Connection(ours.detach())
         self._in_flight = 0
@@ -366,13 +422,14 @@ class EnginePool:
         self._ready: list[ProcessEngineWorker] = []
         self._lock = threading.Lock()
 
-    def _spawn(self) -> ProcessEngineWorker:
-        return ProcessEngineWorker(self.settings_kw, self.queue_windows)
+    def _spawn(self, background: bool = False) -> ProcessEngineWorker:
+        return ProcessEngineWorker(self.settings_kw, self.queue_windows, background)
 
     def fill(self) -> None:
+        """Start spares up to ``spares``; they import the engine at a lower priority."""
         with self._lock:
             while len(self._ready) < self.spares:
-                self._ready.append(self._spawn())
+                self._ready.append(self._spawn(background=True))
 
     def acquire(self, path: str, alpha: bool = False) -> ProcessEngineWorker:
         """Blocking (run it in an executor): a worker with ``path`` loaded (``alpha``: see load)."""
@@ -399,4 +456,4 @@ class EnginePool:
 
 if __name__ == "__main__":           # an engine process (see ProcessEngineWorker)
     from emote.streaming import worker as _module     # pickles name emote.streaming.worker.*
-    _module._child_main(Connection(int(sys.argv[1])), json.loads(sys.argv[2]))
+    _module._child_main(Connection(int(sys.argv[1])), json.loads(sys.argv[2]), sys.argv[3:4] == ["background"])

@@ -154,3 +154,62 @@ def test_emote_client_command_writes_an_mp4_and_mic_errors_are_clear(speech, ser
         frames = sum(1 for _ in c.decode(video=0))
     assert frames >= 3.5 * 24
     assert mic_rc == 2 and "microphone" in mic_err and "Traceback" not in mic_err, mic_err
+
+
+# -- what the benchmarks' clients skip (no real pipeline needed: the fake engine) ----------------
+TONE = (0.3 * np.sin(np.arange(48000 * 2) * 0.06)).astype(np.float32)
+
+
+def test_client_settings_refuse_an_unknown_codec_and_frames_without_decoding():
+    from emote.engine.exceptions import ConfigError
+    with pytest.raises(ConfigError, match="video_codec"):
+        ClientSettings("http://127.0.0.1:1", video_codec="AV1")
+    with pytest.raises(ConfigError, match="decode_video"):
+        ClientSettings("http://127.0.0.1:1", keep_frames=True, decode_video=False)
+
+
+def test_pre_encoded_audio_is_what_aiortc_would_send_and_then_silence():
+    from aiortc.codecs.opus import OpusEncoder
+    live_track, pre = FileAudioTrack(TONE[:9600]), FileAudioTrack(TONE[:9600], pre_encoded=True)
+    enc = OpusEncoder()
+    live = [enc.encode(live_track._frame(n))[0] for n in range(13)]
+
+    async def take(n):
+        out = [await pre.recv() for _ in range(n)]
+        pre.stop()
+        return out
+    packets = asyncio.run(take(16))
+    assert [bytes(p) for p in packets[:13]] == [b for payloads in live for b in payloads]
+    assert [p.pts for p in packets] == [960 * n for n in range(16)]
+    assert bytes(packets[15]) == bytes(packets[12])             # past the end: encoded silence
+
+
+def test_a_benchmark_client_counts_frames_without_decoding_in_the_codec_it_asks_for(monkeypatch):
+    import aiortc.rtcrtpreceiver as receiver
+    from streaming_fakes import LOOPBACK, start_server
+    decoders = []
+    real_get_decoder = receiver.get_decoder
+    monkeypatch.setattr(receiver, "get_decoder", lambda codec: decoders.append(codec.name) or real_get_decoder(codec))
+
+    async def go(codec):
+        runner, url, app = await start_server()
+        try:
+            task = asyncio.create_task(run_client(
+                ClientSettings(url, seconds=2.5, ice_addresses=LOOPBACK, keep_frames=False,
+                               decode_video=False, video_codec=codec),
+                FileAudioTrack(TONE, pre_encoded=True)))
+            await asyncio.sleep(1.5)
+            (session,) = app.sessions.values()
+            sent = next(t for t in session.pc.getTransceivers() if t.kind == "video")._codecs[0].name
+            return await task, sent
+        finally:
+            await runner.cleanup()
+    for codec in ("H264", "VP8"):
+        decoders.clear()
+        rec, sent_codec = asyncio.run(go(codec))
+        pts = [p for p, _, f in rec.video]
+        assert sent_codec == codec
+        assert len(pts) >= 40 and all(f is None for _, _, f in rec.video)
+        assert np.all(np.diff(pts) > 0) and not np.any(np.array(pts) % 3600)   # in order, on the frame clock
+        assert "opus" in decoders and codec not in decoders     # the voice is decoded, the video not
+

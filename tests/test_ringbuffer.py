@@ -127,3 +127,20 @@ def test_bad_specs_are_config_errors():
         WindowSpec(lookahead_frames=-1)
     with pytest.raises(ConfigError):
         AudioRingBuffer(0)
+
+
+def test_ring_read_across_the_wrap_and_before_the_start():
+    rb = AudioRingBuffer(10)
+    stream = np.arange(1, 24, dtype=np.float32)
+    for part in np.split(stream, [3, 10, 17]):             # 23 samples through a 10-sample ring
+        rb.push(part)
+    np.testing.assert_array_equal(rb.read(13, 23), stream[13:23])      # wraps inside the ring
+    np.testing.assert_array_equal(rb.read(19, 21), stream[19:21])      # across the wrap point
+    assert rb.read(15, 15).shape == (0,)
+    rb2 = AudioRingBuffer(8)
+    rb2.push(stream[:5])
+    np.testing.assert_array_equal(rb2.read(-3, 2), np.r_[0, 0, 0, stream[:2]].astype(np.float32))
+    np.testing.assert_array_equal(rb2.read(-4, -1), np.zeros(3, np.float32))
+    assert rb2.read(-3, 2).dtype == np.float32
+    with pytest.raises(IndexError):
+        rb.read(12, 20)                                     # overwritten

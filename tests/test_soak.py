@@ -78,3 +78,17 @@ def test_client_log_interval_resets_counters():
     row = lg.close_interval(2.0, 2.0)
     assert row["fps"] == 25.0 and row["video_offset_ms"] == 200.0 and row["audio_offset_ms"] == 50.0
     assert lg.frames == 0 and lg.video_offsets == [] and lg.rows == [row]
+
+
+def test_pre_encoded_looping_track_replays_one_loop_of_packets_with_running_pts():
+    x = (0.3 * np.sin(np.arange(2500) * 0.05)).astype(np.float32)
+    track = LoopingAudioTrack(x, pre_encoded=True)
+    assert len(track._packets) == 3                        # 2500 samples: 3 packets, the last padded
+
+    async def run():
+        out = [await track.recv() for _ in range(7)]
+        track.stop()
+        return out
+    packets = asyncio.run(run())
+    assert [p.pts for p in packets] == [960 * n for n in range(7)]
+    assert [bytes(p) for p in packets[3:6]] == [bytes(p) for p in packets[:3]]

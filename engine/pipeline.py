@@ -15,6 +15,8 @@ Frame i covers audio samples [i * spf, (i + 1) * spf) with spf = sample_rate_hz 
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import logging
 import os
 import time
@@ -182,6 +184,16 @@ class PortraitPipeline:
         feats = self.features.pull()
         self.timings["features"] += (time.perf_counter() - t) * 1e3
         return self._render(self._motion(feats, final=False))
+
+    def iter_pull(self) -> Iterator[Frame]:
+        """As :meth:`pull`, lazily: the motion of every ready frame is made at the first ``next``,
+        each picture only when it is asked for, so that a live sender can send a chunk's first
+        frame while the next one is still to be rendered (its deadline is a frame period earlier)."""
+        t = time.perf_counter()
+        feats = self.features.pull()
+        self.timings["features"] += (time.perf_counter() - t) * 1e3
+        for row in self._motion(feats, final=False):
+            yield from self._render(row[None])
 
     def finish(self) -> list[Frame]:
         """End of the audio: the remaining frames (total = ceil(samples / samples_per_frame))."""

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -94,13 +95,28 @@ class EngineCore:
     def window(self, fresh: np.ndarray, first_content: int, spf: int, t_window: float) -> FrameBatch:
         """``fresh``: float32 (n,) 16 kHz, the window's new audio, starting at content frame
         ``first_content``. Returns the frames that became ready (maybe none)."""
+        parts = list(self.window_parts(fresh, first_content, spf, t_window))
+        frames = [f for b in parts for f in b.frames]
+        return FrameBatch(frames, t_window, parts[0].t_taken, parts[-1].t_done, parts[-1].timings_ms)
+
+    def window_parts(self, fresh: np.ndarray, first_content: int, spf: int, t_window: float) -> Iterator[FrameBatch]:
+        """As :meth:`window`, one FrameBatch per frame, each as soon as it is rendered (with a
+        pipeline that has ``iter_pull``; else one batch), at least one (maybe empty)."""
         t_taken = time.monotonic()
         if self._next_content is not None and first_content > self._next_content:
             self._map.shift(self._pushed_frames, first_content - self._next_content)
         self.pipe.push(fresh)
         self._pushed_frames += len(fresh) // spf
         self._next_content = first_content + len(fresh) // spf
-        return self._batch(self.pipe.pull(), t_window, t_taken)
+        if not hasattr(self.pipe, "iter_pull"):
+            yield self._batch(self.pipe.pull(), t_window, t_taken)
+            return
+        sent = False
+        for frame in self.pipe.iter_pull():
+            sent = True
+            yield self._batch([frame], t_window, t_taken)
+        if not sent:
+            yield self._batch([], t_window, t_taken)
 
     def _batch(self, frames: list, t_window: float, t_taken: float) -> FrameBatch:
         if self.alpha:
@@ -210,14 +226,15 @@ class EngineWorker(_Base):
             while (item := self._q.get()) is not None:
                 kind, arg, t = item
                 if kind == "window":
-                    batch = self._core.window(*arg, t)
+                    batches = self._core.window_parts(*arg, t)
                 elif kind == "controls":
                     self._core.pipe.set_controls(**arg)
                     continue
                 else:
-                    batch = self._core.switch(arg)
-                if batch.frames:
-                    self._post(self._on_frames, batch)
+                    batches = [self._core.switch(arg)]
+                for batch in batches:
+                    if batch.frames:
+                        self._post(self._on_frames, batch)
         except BaseException as e:  # noqa: BLE001 - carried to the owner, who logs and closes
             self.error = e
             self._post(self._on_error, e)
@@ -302,7 +319,13 @@ def _child_main(conn, settings_kw: dict, background: bool = False) -> None:
                 core = EngineCore(load_pipeline(path, settings), alpha=bool(alpha))
                 conn.send(("loaded", _latency_samples(core.pipe)))
             elif kind == "window":
-                conn.send(("batch", core.window(*arg, t)))
+                # every frame as soon as it is rendered ("part"); the window's last one as "batch"
+                parts = core.window_parts(*arg, t)
+                prev = next(parts)
+                for b in parts:
+                    conn.send(("part", prev))
+                    prev = b
+                conn.send(("batch", prev))
             elif kind == "controls":
                 core.pipe.set_controls(**arg)
             elif kind == "switch":
@@ -400,9 +423,10 @@ class ProcessEngineWorker(_Base):
                 kind, arg = self._conn.recv()
             except (EOFError, OSError):
                 return
-            if kind == "batch":
-                with self._lock:
-                    self._in_flight = max(0, self._in_flight - 1)
+            if kind in ("batch", "part"):
+                if kind == "batch":                   # a window's last frames: it is done
+                    with self._lock:
+                        self._in_flight = max(0, self._in_flight - 1)
                 if arg.frames:
                     self._post(self._on_frames, arg)
             elif kind == "error":

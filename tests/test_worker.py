@@ -5,6 +5,7 @@ import os
 import sys
 import threading
 
+import numpy as np
 import pytest
 
 from emote.streaming import worker as W
@@ -62,3 +63,24 @@ def test_a_background_spare_serves_a_session_and_runs_with_one_blas_thread(tmp_p
         w.stop()
         w.join(10.0)
     assert w._proc.returncode == 0
+
+
+def test_window_parts_deliver_each_frame_as_it_is_rendered(tmp_path):
+    """EngineCore.window_parts with the real pipeline: one batch per frame, in order, stamped as
+    each is done; the same frames as window() (one batch) on an identical pipeline."""
+    from emote.engine.pipeline import PipelineSettings, load_pipeline
+    from emote.engine.resources import default_portrait_path
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal(16000)).astype(np.float32)
+    settings = PipelineSettings(size_px=128, cache_dir=str(tmp_path))
+    a = W.EngineCore(load_pipeline(default_portrait_path(), settings))
+    b = W.EngineCore(load_pipeline(default_portrait_path(), settings))
+    parts = list(a.window_parts(audio, 0, 640, 0.0))
+    whole = b.window(audio, 0, 640, 0.0)
+    assert len(parts) >= 20 and all(len(p.frames) == 1 for p in parts)
+    assert [p.frames[0][0] for p in parts] == [i for i, _ in whole.frames] == list(range(len(parts)))
+    done = [p.t_done for p in parts]
+    assert done == sorted(done) and done[-1] > done[0]
+    for p, (_, img) in zip(parts, whole.frames):
+        np.testing.assert_array_equal(p.frames[0][1], img)
+    assert len(list(a.window_parts(np.zeros(0, np.float32), len(parts), 640, 0.0))) == 1   # nothing new: one empty

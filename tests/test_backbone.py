@@ -464,3 +464,10 @@ def test_reads_the_data_engine_shards(tmp_path):
     assert train[0].phones[1].name == "p" and train[0].targets.shape == (40, M.NUM_CHANNELS)
     amp = [c.controls[2] for c in train]
     assert amp[0] < amp[1] < amp[2] and abs(amp[1] - 1.0) < 1e-6      # head amplitude relative to the median
+
+
+def test_the_model_card_shows_the_training_flags_without_output_paths():
+    pytest.importorskip("torch")
+    from emote.engine.training.train_backbone import _cli_for_card
+    assert _cli_for_card(["--data", "data/motion", "--out", "x/b.onnx", "--card=c.md", "--hop", "2"]) == \
+        "--data data/motion --hop 2"

@@ -346,6 +346,23 @@ def write_card(path: Path, rep: dict) -> None:
     path.write_text("\n".join(lines))
 
 
+def _cli_for_card(argv: list[str]) -> str:
+    """The training flags as the model card shows them: without the output paths (--out, --card,
+    --report and their values), which are this run's own."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--out", "--card", "--report"):
+            skip = True
+            continue
+        if a.split("=", 1)[0] in ("--out", "--card", "--report"):
+            continue
+        out.append(a)
+    return " ".join(out)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m emote.engine.training.train_backbone", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -449,8 +466,7 @@ def main(argv: list[str] | None = None) -> dict:
     harness = None
     if args.harness:
         harness = run_harness(out, args.harness, args.harness_utts, log=log)
-    argv_cli = " ".join(a for a in (argv if argv is not None else __import__("sys").argv[1:])
-                        if not a.startswith("--out") and "/" not in a)
+    argv_cli = _cli_for_card(argv if argv is not None else __import__("sys").argv[1:])
     rep = {"config": cfg.as_dict(), "params": n_params, "onnx_bytes": out.stat().st_size, "onnx_max_abs_diff": diff,
            "teacher": t_rep, "distill": d_rep, "eval": ev, "data_note": data_note, "data_seconds": t_data,
            "total_seconds": time.perf_counter() - t_start, "threads": args.threads, "args": vars(args),

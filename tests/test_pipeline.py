@@ -132,7 +132,9 @@ def test_pipeline_frames_still_outside_head_and_at_rest_in_silence(tmp_path):
         assert np.array_equal(f.rgb[outside], ref[outside])
     face = av_.region_mask("face")
     quiet = [f for f in frames[2:15] if f.motion[M.idx("eyeBlinkLeft")[0]] < 0.05]
-    assert quiet and min(psnr(f.rgb, ref, face) for f in quiet) >= 35.0
+    # at rest, not frozen: the head idles from the start (eased in over 2 s); the session-4 backbone
+    # turns it up to 0.36 deg by 0.6 s (32.7 dB on the face), its predecessor 0.12 deg (35+ dB)
+    assert quiet and min(psnr(f.rgb, ref, face) for f in quiet) >= 31.0
 
 
 def test_offline_equals_streaming(tmp_path):

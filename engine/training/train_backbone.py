@@ -385,6 +385,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--context", type=int, default=3,
                     help="audio frames before the chunk the model hears (costs no live delay, only compute)")
     ap.add_argument("--audio-layers", type=int, default=1, help="self-attention blocks of the audio encoder")
+    ap.add_argument("--lookahead", type=int, default=2,
+                    help="audio frames after the chunk the model hears (each costs a frame, 40 ms, of live delay)")
     ap.add_argument("--spectral-norm", action="store_true",
                     help="also feed the mel bands minus their running speech mean (FeaturePrep.spectral_norm)")
     ap.add_argument("--closure-head", action="store_true",
@@ -442,6 +444,7 @@ def main(argv: list[str] | None = None) -> dict:
     log(f"data: {len(train)} train clips, {len(held)} held-out clips ({t_data:.0f} s)")
     cfg = ModelConfig(dim=args.dim, layers=args.layers, hop=args.hop, heads=4 if args.dim >= 64 else 2,
                       context=args.context, audio_layers=args.audio_layers, closure_head=args.closure_head,
+                      lookahead=args.lookahead,
                       features=FeaturePrep(spectral_norm=args.spectral_norm).width)
     data = ChunkData(train, cfg, args.spectral_norm)
     fm, fs, mm, ms = data.stats()

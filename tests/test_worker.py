@@ -55,10 +55,11 @@ def test_a_background_spare_serves_a_session_and_runs_with_one_blas_thread(tmp_p
     w = W.ProcessEngineWorker({"size_px": 128, "cache_dir": str(tmp_path)}, background=True)
     try:
         assert w._proc.args[-1] == "background"
+        assert w.load(str(default_portrait_path())) > 0               # latency samples
+        # read only now: between fork and exec, /proc/PID/environ is still the parent's
         with open(f"/proc/{w._proc.pid}/environ", "rb") as f:
             env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
         assert env[b"OPENBLAS_NUM_THREADS"] == b"1"
-        assert w.load(str(default_portrait_path())) > 0               # latency samples
     finally:
         w.stop()
         w.join(10.0)

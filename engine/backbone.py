@@ -228,17 +228,17 @@ class BackboneModel:
         feeds = {"audio": audio[None].astype(np.float32), "past": past[None].astype(np.float32),
                  "controls": controls[None].astype(np.float32)}
         x = z.astype(np.float32)
-        motion = closure = None
+        motion, rest = None, []
         for i, (t, ab) in enumerate(sched):
             feeds["x"] = x[None]
             feeds["t"] = np.array([t], np.float32)
             x0, motion, *rest = self.session.run(self.outputs, feeds)
-            if rest:
-                closure = 1.0 / (1.0 + np.exp(-rest[0][0].astype(np.float64)))
             if i + 1 < len(sched):
                 ab_next = sched[i + 1][1]
                 eps = (x - math.sqrt(ab) * x0[0]) / math.sqrt(max(1.0 - ab, 1e-12))
                 x = (math.sqrt(ab_next) * x0[0] + math.sqrt(1.0 - ab_next) * eps).astype(np.float32)
+        # the closure logits come from the audio alone: the same at every step, so the last run's
+        closure = 1.0 / (1.0 + np.exp(-rest[0][0].astype(np.float64))) if rest else None
         return motion[0], closure
 
 

@@ -59,10 +59,10 @@ class LoopingAudioTrack(FileAudioTrack):
     replayed (the loop's last packet is padded with silence to 20 ms)."""
 
     def __init__(self, samples: np.ndarray, pre_encoded: bool = False) -> None:
-        super().__init__(samples)
-        if pre_encoded:
-            one_loop = FileAudioTrack(np.pad(self.samples, (0, -len(self.samples) % 960)))
-            self._packets = opus_packets([one_loop._frame(n) for n in range(len(one_loop.samples) // 960)])
+        x = np.asarray(samples, np.float32)
+        super().__init__(np.pad(x, (0, -len(x) % 960)) if pre_encoded else x)
+        if pre_encoded:                  # whole packets: the loop's packet n is _frame(n)
+            self._packets = opus_packets([self._frame(n) for n in range(len(self.samples) // 960)])
 
     def _packet_index(self, n: int) -> int:
         return n % len(self._packets)

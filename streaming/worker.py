@@ -92,16 +92,11 @@ class EngineCore:
         self._pushed_frames = 0          # frames' worth of audio pushed into the current pipeline
         self._next_content: int | None = None
 
-    def window(self, fresh: np.ndarray, first_content: int, spf: int, t_window: float) -> FrameBatch:
-        """``fresh``: float32 (n,) 16 kHz, the window's new audio, starting at content frame
-        ``first_content``. Returns the frames that became ready (maybe none)."""
-        parts = list(self.window_parts(fresh, first_content, spf, t_window))
-        frames = [f for b in parts for f in b.frames]
-        return FrameBatch(frames, t_window, parts[0].t_taken, parts[-1].t_done, parts[-1].timings_ms)
-
     def window_parts(self, fresh: np.ndarray, first_content: int, spf: int, t_window: float) -> Iterator[FrameBatch]:
-        """As :meth:`window`, one FrameBatch per frame, each as soon as it is rendered (with a
-        pipeline that has ``iter_pull``; else one batch), at least one (maybe empty)."""
+        """``fresh``: float32 (n,) 16 kHz, the window's new audio, starting at content frame
+        ``first_content``. Yields the frames that became ready, one FrameBatch per frame, each as
+        soon as it is rendered (with a pipeline that has ``iter_pull``; else one batch), at least
+        one batch (maybe empty)."""
         t_taken = time.monotonic()
         if self._next_content is not None and first_content > self._next_content:
             self._map.shift(self._pushed_frames, first_content - self._next_content)

@@ -68,20 +68,22 @@ def test_a_background_spare_serves_a_session_and_runs_with_one_blas_thread(tmp_p
 
 def test_window_parts_deliver_each_frame_as_it_is_rendered(tmp_path):
     """EngineCore.window_parts with the real pipeline: one batch per frame, in order, stamped as
-    each is done; the same frames as window() (one batch) on an identical pipeline."""
+    each is done; the same frames as pull() (all at once) on an identical pipeline."""
     from emote.engine.pipeline import PipelineSettings, load_pipeline
     from emote.engine.resources import default_portrait_path
+    from emote.streaming.encoding import to_i420
     rng = np.random.default_rng(0)
     audio = (0.1 * rng.standard_normal(16000)).astype(np.float32)
     settings = PipelineSettings(size_px=128, cache_dir=str(tmp_path))
     a = W.EngineCore(load_pipeline(default_portrait_path(), settings))
-    b = W.EngineCore(load_pipeline(default_portrait_path(), settings))
+    b = load_pipeline(default_portrait_path(), settings)
     parts = list(a.window_parts(audio, 0, 640, 0.0))
-    whole = b.window(audio, 0, 640, 0.0)
+    b.push(audio)
+    whole = [(f.index, to_i420(f.rgb)) for f in b.pull()]
     assert len(parts) >= 20 and all(len(p.frames) == 1 for p in parts)
-    assert [p.frames[0][0] for p in parts] == [i for i, _ in whole.frames] == list(range(len(parts)))
+    assert [p.frames[0][0] for p in parts] == [i for i, _ in whole] == list(range(len(parts)))
     done = [p.t_done for p in parts]
     assert done == sorted(done) and done[-1] > done[0]
-    for p, (_, img) in zip(parts, whole.frames):
+    for p, (_, img) in zip(parts, whole):
         np.testing.assert_array_equal(p.frames[0][1], img)
     assert len(list(a.window_parts(np.zeros(0, np.float32), len(parts), 640, 0.0))) == 1   # nothing new: one empty

@@ -180,10 +180,7 @@ class PortraitPipeline:
 
     def pull(self) -> list[Frame]:
         """Frames that are ready, in order (possibly none)."""
-        t = time.perf_counter()
-        feats = self.features.pull()
-        self.timings["features"] += (time.perf_counter() - t) * 1e3
-        return self._render(self._motion(feats, final=False))
+        return list(self.iter_pull())
 
     def iter_pull(self) -> Iterator[Frame]:
         """As :meth:`pull`, lazily: the motion of every ready frame is made at the first ``next``,

@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-sessions", type=int, default=4)
     ap.add_argument("--out", default="out/latency.json")
     ap.add_argument("--url", help="use a running server instead of starting one")
-    ap.add_argument("--margin-ms", type=float, default=60.0, help="the server's --margin-ms")
+    ap.add_argument("--margin-ms", type=float, default=50.0, help="the server's --margin-ms")
     ap.add_argument("--skip-capacity", action="store_true")
     ap.add_argument("--generator", default=None, help="the server's motion generator (default: the engine's default)")
     a = ap.parse_args(argv)

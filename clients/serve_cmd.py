@@ -43,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_sessions=args.max_sessions, ice_servers=tuple(args.stun),
         ice_addresses=tuple(args.ice_address), portraits=_portraits(args.portrait),
         web_dir=WEB_DIR, size_px=args.size, generator=args.generator, cache_dir=args.cache_dir,
-        margin_ms=args.margin_ms, seed=args.seed, cors_origins=tuple(args.cors_origin))
+        margin_ms=args.margin_ms, packet_ms=args.packet_ms, seed=args.seed, cors_origins=tuple(args.cors_origin))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run_server(settings)
@@ -83,8 +83,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"motion generator: {', '.join(available_generators())} (default {DEFAULT_GENERATOR})")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--cache-dir", help="avatar cache directory")
-    s.add_argument("--margin-ms", type=float, default=60.0,
-                   help="engine time budget added to the output delay (default 60)")
+    s.add_argument("--margin-ms", type=float, default=50.0,
+                   help="the engine's time budget for a window, from the arrival of the audio packet "
+                        "that completes it; added to the output delay (default 50)")
+    s.add_argument("--packet-ms", type=float, default=20.0,
+                   help="the peers' audio packet length; windows are phased to end on packet "
+                        "boundaries (default 20, WebRTC's Opus default; 0: no phasing)")
     s.add_argument("-v", "--verbose", action="store_true")
     s.set_defaults(func=cmd_serve)
 

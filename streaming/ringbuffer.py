@@ -93,6 +93,20 @@ class WindowSpec:
         """Audio after the last new frame that a window holds (its lookahead), samples."""
         return self.lookahead_frames * self.samples_per_frame + self.lookahead_extra_samples
 
+    def packet_phase_samples(self, packet_samples: int) -> int:
+        """Samples of silence to put before the stream so that windows end on packet ends.
+
+        Audio arrives in packets of ``packet_samples`` (a 20 ms Opus packet is 320 samples at
+        16 kHz), so a window is complete only when the packet holding its last sample arrives.
+        Window k ends at (k + 1) * hop + lookahead samples; prepending
+        ``(hop + lookahead) mod packet_samples`` moves the first window's end, and with a hop of
+        whole packets every window's, onto a packet end: complete the moment that packet arrives,
+        with no wait for the rest of it. 0 for ``packet_samples`` < 1.
+        """
+        if packet_samples < 1:
+            return 0
+        return (self.hop_samples + self.lookahead_samples) % int(packet_samples)
+
 
 @dataclass(frozen=True, eq=False)
 class Window:

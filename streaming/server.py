@@ -90,7 +90,8 @@ class ServerSettings:
     cache_dir: str | None = None
     hop_frames: int = 1
     context_frames: int = 3
-    margin_ms: float = 60.0
+    margin_ms: float = 50.0
+    packet_ms: float = 20.0            # the peers' audio packet length (Opus ptime)
     gap_fill_ms: float = 200.0          # no audio for this long: fill with silence
     peer_timeout_s: float = 3.0
     connect_timeout_s: float = 20.0     # an offer whose peer never connects is dropped after this
@@ -122,7 +123,7 @@ class ServerSettings:
             raise ConfigError(f"CORS origins look like https://host[:port], without a path: {odd}")
         object.__setattr__(self, "session", SessionOptions(
             fps=self.fps, hop_frames=self.hop_frames, context_frames=self.context_frames,
-            margin_ms=self.margin_ms, gap_fill_ms=self.gap_fill_ms,
+            margin_ms=self.margin_ms, packet_ms=self.packet_ms, gap_fill_ms=self.gap_fill_ms,
             peer_timeout_s=self.peer_timeout_s, connect_timeout_s=self.connect_timeout_s,
             low_latency_jitter_buffer=self.low_latency_jitter_buffer))
 

@@ -13,8 +13,12 @@ Data path (shapes and units):
 Output delay (``delay_s``): a frame n can be made once its window has arrived: the audio up to the
 end of frame n + hop - 1 plus the pipeline's lookahead (``latency_samples``: the generator's
 frames + 7.5 ms of feature window), i.e. hop frames + lookahead after its own audio started
-arriving, plus the engine's time; ``margin_ms`` covers the engine and the packetisation
-(20 ms Opus packets). With the defaults: 40 + 87.5 + 60 = 187.5 ms for the baseline.
+arriving, plus the engine's time, ``margin_ms``. Audio arrives in whole packets (20 ms of Opus), so
+a window is complete only when the packet holding its last sample arrives: the session phases the
+frame grid against the packet grid (``packet_ms``: both streams start with a few ms of silence,
+:meth:`Session.grid_phase_samples`) so that every window ends exactly on a packet boundary and no
+part of the margin waits for the rest of a packet. With the defaults: 40 + 87.5 + 50 = 177.5 ms
+for the baseline, 40 + 127.5 + 50 = 217.5 ms for the backbone.
 
 An engine slower than real time: at most ``engine_queue_windows`` windows wait for it (8 x 40 ms);
 newer ones are dropped (counted), so the latency stays bounded and the video holds instead.
@@ -64,9 +68,11 @@ log = logging.getLogger(__name__)
 class SessionOptions:
     """Per-session timing; the server fills it from its ServerSettings.
 
-    ``margin_ms`` (60): the engine's time for a window (render about 10 ms per 512x512 frame on
-    this 2-core machine, up to 25 ms when both cores are busy) plus the trip through its process
-    and some jitter; less margin, more held frames. ``gap_fill_ms`` (200): longer than network
+    ``margin_ms`` (50): the engine's time for a window, from the arrival of the packet that
+    completes it (render about 5 ms per 512x512 frame on this 2-core machine, up to 25 ms when
+    both cores are busy) plus the trip through its process and some jitter; less margin, more
+    held frames. ``packet_ms`` (20): the peer's audio packet duration (WebRTC's Opus default
+    ptime; 0: do not phase the frame grid). ``gap_fill_ms`` (200): longer than network
     jitter on a healthy path, short enough that the portrait idles within a blink of silence.
     ``peer_timeout_s`` (3): a killed peer is noticed within 5 s even without its WebSocket.
     """
@@ -75,7 +81,8 @@ class SessionOptions:
     sample_rate_hz: int = 16000
     hop_frames: int = 1
     context_frames: int = 3
-    margin_ms: float = 60.0
+    margin_ms: float = 50.0
+    packet_ms: float = 20.0
     gap_fill_ms: float = 200.0
     peer_timeout_s: float = 3.0
     start_grace_s: float = 0.5
@@ -87,6 +94,8 @@ class SessionOptions:
     def __post_init__(self) -> None:
         if self.margin_ms < 0 or self.gap_fill_ms < 20 or self.peer_timeout_s <= 0.2:
             raise ConfigError("margin_ms must be >= 0, gap_fill_ms >= 20, peer_timeout_s > 0.2")
+        if not 0 <= self.packet_ms <= 120:
+            raise ConfigError("packet_ms must be 0..120 (0: no packet phasing)")
         if self.engine_queue_windows < 1 or self.return_audio_ring_s < 1:
             raise ConfigError("engine_queue_windows must be >= 1 and return_audio_ring_s >= 1")
 
@@ -113,8 +122,10 @@ class Session:
         self.input = AudioInput(options.sample_rate_hz)
         self.ring48 = AudioRingBuffer(int(options.return_audio_ring_s * NET_RATE_HZ))
         self.slicer = WindowSlicer(self.spec)
-        hold = self.input.engine_hold_samples        # both streams start with the resampler's
-        self.slicer.push(np.zeros(hold, np.float32))  # hold-back of silence (see AudioInput)
+        # both streams start with the resampler's hold-back of silence (see AudioInput) and the
+        # grid phase, so that windows end on packet boundaries
+        hold = self.input.engine_hold_samples + self.grid_phase_samples()
+        self.slicer.push(np.zeros(hold, np.float32))
         self.ring48.push(np.zeros(hold * NET_RATE_HZ // options.sample_rate_hz, np.float32))
         self.frames = FrameBuffer(capacity=2 * options.fps)
         self.video = PortraitVideoTrack(self.clock, self.frames, options.fps, self._on_sent)
@@ -139,6 +150,15 @@ class Session:
         metrics.sessions_total.inc()
         log.info("%s opened: portrait %s%s, delay %.0f ms", self, portrait,
                  " (overlay: colour + alpha)" if overlay else "", self.delay_s * 1000)
+
+    def grid_phase_samples(self) -> int:
+        """The silence that puts every window's end on a packet end
+        (:meth:`WindowSpec.packet_phase_samples`); 0 when ``packet_ms`` is 0 or not a whole
+        number of engine-rate samples."""
+        packet = self.opts.packet_ms * self.opts.sample_rate_hz / 1000.0
+        if packet < 1 or abs(packet - round(packet)) > 1e-6:
+            return 0
+        return self.spec.packet_phase_samples(int(round(packet)))
 
     def __repr__(self) -> str:
         return f"Session({self.sid})"

@@ -28,7 +28,6 @@ from typing import Callable
 
 import av
 import numpy as np
-import soxr
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from emote.streaming.encoding import video_frame
@@ -84,40 +83,62 @@ class MediaClock:
 class AudioInput:
     """Decoded WebRTC audio (any rate/layout/format) -> float32 mono at 48 kHz and at 16 kHz.
 
-    PyAV's resampler does the format and channel conversion at the frame's own rate, then
-    to 48 kHz; soxr's streaming resampler makes the engine's 16 kHz from that 48 kHz stream, so
-    sample k at 16 kHz is content time k / 16000 exactly (soxr compensates its filter delay by
-    holding back its last few samples until more arrive). Quality "LQ" holds back 100 samples
-    (6 ms) against 341 (21 ms) for "HQ"; its filter still suppresses aliasing well below what
-    the 16 kHz log-mel features can see, and every ms counts towards the 250 ms target.
+    PyAV's resampler (libswresample) does the format and channel conversion at the frame's own
+    rate, then to 48 kHz; a second streaming PyAV resampler makes the engine's 16 kHz from that
+    48 kHz stream, the same resampler the offline path uses (engine.audio). Its output is exact
+    in count: after n samples in, floor(n / 3) - 16 out, whatever the chunking, and without
+    delay (it compensates its filter delay by holding back its last 16 samples, 1 ms, until more
+    arrive), so sample k at 16 kHz is content time k / 16000 exactly and a 20 ms packet always
+    completes the same 320 samples. (soxr's streaming resampler, used before, emits in blocks of
+    300 samples: which packet completes a window then varied, and a window ending on a packet
+    boundary sometimes waited a whole packet more.)
     """
 
     def __init__(self, engine_rate_hz: int = 16000) -> None:
         self._to48 = av.AudioResampler(format="flt", layout="mono", rate=NET_RATE_HZ)
-        self._to_engine = soxr.ResampleStream(NET_RATE_HZ, engine_rate_hz, 1, dtype="float32",
-                                              quality="LQ")
+        self._to_engine = MonoResampler(engine_rate_hz)
         self.engine_hold_samples = _held_back(engine_rate_hz)
-
 
     def convert(self, frame: av.AudioFrame) -> np.ndarray:
         """One decoded frame -> float32 (n,) mono at 48 kHz (n may differ from the frame's)."""
-        out = [f.to_ndarray().reshape(-1) for f in self._to48.resample(frame)]
-        return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros(0, np.float32)
+        return _frames_to_array(self._to48.resample(frame))
 
     def to_engine(self, x48: np.ndarray) -> np.ndarray:
         """48 kHz mono float32 -> engine-rate mono float32, streaming."""
-        return self._to_engine.resample_chunk(np.asarray(x48, np.float32))
+        return self._to_engine(x48)
+
+
+class MonoResampler:
+    """Streaming float32 mono 48 kHz -> float32 mono ``rate_hz`` (PyAV, libswresample)."""
+
+    def __init__(self, rate_hz: int) -> None:
+        self._rs = av.AudioResampler(format="flt", layout="mono", rate=int(rate_hz))
+        self._pts = 0
+
+    def __call__(self, x48: np.ndarray) -> np.ndarray:
+        x48 = np.ascontiguousarray(x48, np.float32).reshape(1, -1)
+        if not x48.size:
+            return np.zeros(0, np.float32)
+        frame = av.AudioFrame.from_ndarray(x48, format="flt", layout="mono")
+        frame.sample_rate, frame.pts = NET_RATE_HZ, self._pts
+        frame.time_base = fractions.Fraction(1, NET_RATE_HZ)
+        self._pts += x48.shape[1]
+        return _frames_to_array(self._rs.resample(frame))
+
+
+def _frames_to_array(frames: list[av.AudioFrame]) -> np.ndarray:
+    out = [f.to_ndarray().reshape(-1) for f in frames]
+    return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros(0, np.float32)
 
 
 def _held_back(engine_rate_hz: int) -> int:
     """How many output samples the streaming resampler keeps back (its filter's look-ahead).
 
-    A window whose last samples are held back becomes complete only with the next 20 ms packet;
-    the session starts both streams with this many samples of silence (times 3 at 48 kHz) so
-    that a window ending on a packet boundary is complete when that packet arrives."""
-    probe = soxr.ResampleStream(NET_RATE_HZ, engine_rate_hz, 1, dtype="float32", quality="LQ")
+    A window whose last samples are held back becomes complete only with the next packet; the
+    session starts both streams with this many samples of silence (times 3 at 48 kHz) so that
+    a window ending on a packet boundary is complete when that packet arrives."""
     n_in = NET_RATE_HZ // 10
-    return n_in * engine_rate_hz // NET_RATE_HZ - len(probe.resample_chunk(np.zeros(n_in, np.float32)))
+    return n_in * engine_rate_hz // NET_RATE_HZ - len(MonoResampler(engine_rate_hz)(np.zeros(n_in, np.float32)))
 
 
 @dataclass

@@ -94,6 +94,33 @@ def test_sample_granular_lookahead_for_a_pipeline_latency():
         WindowSpec(lookahead_extra_samples=640)
 
 
+@settings(max_examples=60, deadline=None)
+@given(hop=st.integers(1, 3), la=st.integers(0, 4), extra=st.integers(0, 639),
+       packet=st.sampled_from([160, 320, 640]), n_packets=st.integers(1, 40))
+def test_packet_phase_puts_every_window_end_on_a_packet_end(hop, la, extra, packet, n_packets):
+    """With the phase's silence first, every window is complete exactly when a whole packet has
+    arrived: its end is the stream's length after that packet, never inside a packet."""
+    spec = WindowSpec(hop_frames=hop, lookahead_frames=la, lookahead_extra_samples=extra)
+    phase = spec.packet_phase_samples(packet)
+    assert 0 <= phase < packet
+    sl = WindowSlicer(spec)
+    sl.push(np.zeros(phase, np.float32))
+    ends = []
+    for _ in range(n_packets):
+        ends += [(w.end_sample, sl.samples_pushed) for w in sl.push(np.ones(packet, np.float32))]
+    assert all(end == pushed for end, pushed in ends), ends[:4]
+    assert ends or (hop + la) * 640 + extra > phase + n_packets * packet
+
+
+def test_packet_phase_of_the_backbone_window():
+    """The backbone's window ends 40 + 127.5 ms after its frame starts: 7.5 ms into a 20 ms
+    packet, so without the phase every window waits 12.5 ms for the rest of its packet."""
+    spec = WindowSpec.for_latency(3 * 640 + 120)
+    assert spec.packet_phase_samples(320) == 120
+    assert spec.packet_phase_samples(0) == 0
+    assert WindowSpec.for_latency(2 * 640).packet_phase_samples(320) == 0
+
+
 def test_ring_buffer_drops_oldest_and_says_so():
     rb = AudioRingBuffer(100)
     rb.push(np.arange(60, dtype=np.float32))

@@ -7,6 +7,7 @@ import time
 
 import av
 import numpy as np
+from hypothesis import given, settings, strategies as st
 import pytest
 
 from emote.streaming.encoding import to_i420
@@ -102,11 +103,26 @@ def test_audio_input_resamples_48k_stereo_s16_to_16k_mono_aligned():
         x16.append(inp.to_engine(a))
     x48, x16 = np.concatenate(x48), np.concatenate(x16)
     assert x48.dtype == np.float32 and x16.dtype == np.float32
-    assert abs(len(x48) - n) <= 32 and abs(len(x16) - n // 3) <= 120
+    assert abs(len(x48) - n) <= 32 and len(x16) == len(x48) // 3 - inp.engine_hold_samples
     spec = np.abs(np.fft.rfft(x16[:12000]))
     assert abs(np.argmax(spec) * 16000 / 12000 - 440) < 3  # same tone, now at 16 kHz
     resid = x16[:15000] - 0.3 * np.sin(2 * np.pi * 440 * np.arange(15000) / 16000)
     assert abs(int(np.argmax(np.abs(resid))) - 8000) <= 2  # click still at 0.5 s: no delay
+
+
+@settings(max_examples=40, deadline=None)
+@given(sizes=st.lists(st.integers(0, 3000), min_size=1, max_size=40))
+def test_engine_rate_samples_are_exact_in_count_for_any_chunking(sizes):
+    """After n samples in at 48 kHz, exactly n // 3 - hold are out at 16 kHz, whatever the chunk
+    sizes: a 20 ms packet always completes the same 320 samples, so a window that ends on a
+    packet boundary is complete the moment that packet arrives."""
+    inp = AudioInput(16000)
+    assert 0 <= inp.engine_hold_samples <= 32
+    fed = out = 0
+    for n in sizes:
+        out += len(inp.to_engine(np.full(n, 0.1, np.float32)))
+        fed += n
+        assert out == max(0, fed // 3 - inp.engine_hold_samples), (fed, out)
 
 
 def test_worker_carries_exceptions_back_and_stops_on_the_end_marker():

@@ -182,9 +182,8 @@ def dtw_align(x: np.ndarray, sr: int, text: str, voice: str, variant: str | None
         bounds = np.median(np.stack([r[2] for r in same]), axis=0)
         words = [(float(np.median([r[3][k][0] for r in same])), float(np.median([r[3][k][1] for r in same])), w[2])
                  for k, w in enumerate(words)]
-    bounds = list(bounds) + [dur]
-    bounds[0] = 0.0
-    bounds = list(np.maximum.accumulate(np.clip(bounds, 0.0, dur)))
+    bounds = list(bounds) + [dur]          # the first phoneme starts where the map puts it; the
+    bounds = list(np.maximum.accumulate(np.clip(bounds, 0.0, dur)))   # silence before is a pause
     phones = [Phone(p.ipa, float(bounds[k]), float(bounds[k + 1])) for k, p in enumerate(syn.phonemes)
               if bounds[k + 1] > bounds[k]]
     if phones and phones[0].ipa != "_" and phones[0].start_s > 0:

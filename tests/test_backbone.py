@@ -473,3 +473,30 @@ def test_the_model_card_shows_the_training_flags_without_output_paths():
     from emote.engine.training.train_backbone import _cli_for_card
     assert _cli_for_card(["--data", "data/motion", "--out", "x/b.onnx", "--card=c.md", "--hop", "2"]) == \
         "--data data/motion --hop 2"
+
+
+def test_voice_warp_scales_formants_and_pitch_of_real_features():
+    """backbone_data.warp_voice (train_backbone --voice-warp): on the features of real speech, the
+    identity warp changes nothing; a shorter vocal tract (formant 1.15) moves the mel spectrum's
+    energy up in frequency and scales F1/F2/centroid; pitch scales f0 only where voiced."""
+    from emote.engine.audio import FEATURE_NAMES, AudioSettings
+    from emote.engine.training import backbone_data as D
+    assert [FEATURE_NAMES[i] for i in (3, 5, 10, 11)] == ["f0_hz", "centroid_hz", "f1_hz", "f2_hz"]
+    s = AudioSettings()
+    assert (s.mel_fmin_hz, s.sample_rate_hz / 2) == (20.0, 8000.0)      # warp_voice's defaults
+    from emote.engine.resources import demo_speech_path
+    stream = FeatureStream(s)
+    stream.push(load_audio(str(demo_speech_path()), s.sample_rate_hz))
+    feats = np.concatenate([stream.pull(), stream.finish()])
+    assert np.array_equal(D.warp_voice(feats, 1.0, 1.0), feats)
+    up = D.warp_voice(feats, 1.15, 1.3)
+    voiced = feats[:, 3] > 0
+    assert np.allclose(up[voiced, 3], 1.3 * feats[voiced, 3]) and np.all(up[~voiced, 3] == 0)
+    assert np.allclose(up[:, 10], 1.15 * feats[:, 10]) and np.array_equal(up[:, :3], feats[:, :3])
+    k = np.arange(feats.shape[1] - 12)
+
+    def mel_centre(x):                         # power-weighted mean band index over loud frames
+        p = np.exp(x[feats[:, 0] > np.percentile(feats[:, 0], 50), 12:])
+        return float((p * k).sum() / p.sum())
+    assert mel_centre(up) > mel_centre(feats) + 0.3
+    assert mel_centre(D.warp_voice(feats, 0.87, 1.0)) < mel_centre(feats) - 0.3

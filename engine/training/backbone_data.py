@@ -20,6 +20,8 @@ Everything is a pure function of the seed. Data stays out of git: the clips are 
 """
 from __future__ import annotations
 
+import copy
+
 import json
 import math
 import os
@@ -427,6 +429,46 @@ def is_validation(uid: str) -> bool:
     """Is the train-split utterance ``uid`` in the validation set (never trained on)?"""
     import zlib
     return bool(uid) and zlib.crc32(uid.encode()) % VALIDATION_MOD == 0
+
+
+def warp_voice(features: np.ndarray, formant: float, pitch: float, fmin_hz: float = 20.0,
+               fmax_hz: float = 8000.0) -> np.ndarray:
+    """Feature rows (n, 12 + n_mels) of engine.audio as if another voice had spoken: its vocal
+    tract ``formant`` times as short (formant and mel frequencies x ``formant``: vocal-tract length
+    perturbation) and its pitch x ``pitch``. The mel bands are resampled along frequency (ln power,
+    linear in band-centre frequency, edges held); f0, centroid, F1 and F2 are scaled (0 stays
+    0: unvoiced or none); energies, voicing, flatness and the band fractions are kept. A training
+    augmentation: unseen voices differ from the trained ones mostly in these two scales."""
+    from emote.kernels.audio import hz_to_mel, mel_to_hz
+    x = np.array(features, np.float32, copy=True)
+    n_mels = x.shape[1] - 12
+    centres = mel_to_hz(np.linspace(hz_to_mel(fmin_hz), hz_to_mel(fmax_hz), n_mels + 2))[1:-1]
+    src = np.clip(centres / float(formant), centres[0], centres[-1])
+    mel = x[:, 12:]
+    x[:, 12:] = np.stack([np.interp(src, centres, row) for row in mel]) if len(mel) else mel
+    x[:, 3] *= float(pitch)
+    for col in (5, 10, 11):
+        x[:, col] *= float(formant)
+    return x
+
+
+def warp_clips(clips: list[Clip], share: float, seed: int = 0, formant_range: tuple[float, float] = (0.85, 1.18),
+               pitch_range: tuple[float, float] = (0.7, 1.45)) -> list[Clip]:
+    """A copy of ``clips`` in which a ``share`` of them (chosen at random) speak with a warped
+    voice (:func:`warp_voice`: formant and pitch scales log-uniform in their ranges, pitch
+    following the formant scale half the time, as a smaller speaker's both rise)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in clips:
+        if rng.random() >= share:
+            out.append(c)
+            continue
+        f = float(np.exp(rng.uniform(*np.log(formant_range))))
+        p = f ** 2 if rng.random() < 0.5 else float(np.exp(rng.uniform(*np.log(pitch_range))))
+        w = copy.copy(c)
+        w.features = warp_voice(c.features, f, float(np.clip(p, *pitch_range)))
+        out.append(w)
+    return out
 
 
 def derive_controls(clips: list[Clip], fps: float = FPS) -> None:

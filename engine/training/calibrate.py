@@ -23,7 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 
 import numpy as np
 
@@ -131,6 +133,17 @@ def closure_curve(model_path: str, data: str, max_utts: int = 300,
     return out
 
 
+def closure_curve_with_gains(model_path: str, data: str, res: dict, max_utts: int) -> list[dict]:
+    """:func:`closure_curve` of the model as it will ship: with the new articulation and head gains
+    (``res``, from :func:`articulation_gain`) written into a temporary copy first, since the
+    openness correlation that bounds the threshold depends on the articulation gain."""
+    with tempfile.TemporaryDirectory() as d:
+        tmp = os.path.join(d, "model.onnx")
+        shutil.copyfile(model_path, tmp)
+        write_gain(tmp, res["gain"], res["head_gain"])
+        return closure_curve(tmp, data, max_utts)
+
+
 def choose_threshold(curve: list[dict], beta: float = 2.0, max_corr_loss: float = 0.01) -> dict:
     """The threshold of the best F-beta (beta 2: recall weighs 4x precision: a missed closure on
     p/b/m is the error viewers see; a brief extra closure inside speech is mostly invisible) among
@@ -208,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     from emote.engine.backbone import BackboneModel
     if BackboneModel(a.model).has_closure:            # a closure head replaces the close map
         a.no_close_map = True
-        res["closure_curve"] = closure_curve(a.model, a.data, max(a.max_utts, 300))
+        res["closure_curve"] = closure_curve_with_gains(a.model, a.data, res, max(a.max_utts, 300))
         res["closure_choice"] = choose_threshold(res["closure_curve"])
         thr = res["closure_choice"]["threshold"]
     print(json.dumps(res))

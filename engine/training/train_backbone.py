@@ -394,6 +394,9 @@ def main(argv: list[str] | None = None) -> dict:
                          "trained on the targets' closures; calibrate its threshold afterwards")
     ap.add_argument("--closure-weight", type=float, default=0.0,
                     help="weight of the teacher's openness loss that stresses bilabial closures (closure_loss)")
+    ap.add_argument("--voice-warp", type=float, default=0.0, metavar="SHARE",
+                    help="train on this share of the clips with a warped voice (formant x 0.85-1.18, "
+                         "pitch x 0.7-1.45: backbone_data.warp_voice), for unseen voices")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: several oversubscribe a shared 2-core machine badly)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--harness", default=None, metavar="DIR",
@@ -446,6 +449,8 @@ def main(argv: list[str] | None = None) -> dict:
                       context=args.context, audio_layers=args.audio_layers, closure_head=args.closure_head,
                       lookahead=args.lookahead,
                       features=FeaturePrep(spectral_norm=args.spectral_norm).width)
+    if args.voice_warp > 0:
+        train = D.warp_clips(train, args.voice_warp, seed=args.seed)
     data = ChunkData(train, cfg, args.spectral_norm)
     fm, fs, mm, ms = data.stats()
     teacher = MotionDiT(cfg, fm, fs, mm, ms)

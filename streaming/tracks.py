@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -131,6 +132,7 @@ def _frames_to_array(frames: list[av.AudioFrame]) -> np.ndarray:
     return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros(0, np.float32)
 
 
+@functools.lru_cache(maxsize=4)
 def _held_back(engine_rate_hz: int) -> int:
     """How many output samples the streaming resampler keeps back (its filter's look-ahead).
 

@@ -87,7 +87,8 @@ class AudioInput:
     PyAV's resampler (libswresample) does the format and channel conversion at the frame's own
     rate, then to 48 kHz; a second streaming PyAV resampler makes the engine's 16 kHz from that
     48 kHz stream, the same resampler the offline path uses (engine.audio). Its output is exact
-    in count: after n samples in, floor(n / 3) - 16 out, whatever the chunking, and without
+    in count once it has started (its first output; at once for a 20 ms packet): after n samples
+    in, floor(n / 3) - 16 out, whatever the chunking, and without
     delay (it compensates its filter delay by holding back its last 16 samples, 1 ms, until more
     arrive), so sample k at 16 kHz is content time k / 16000 exactly and a 20 ms packet always
     completes the same 320 samples. (soxr's streaming resampler, used before, emits in blocks of

@@ -34,8 +34,8 @@ import av
 import cv2
 import numpy as np
 
-__all__ = ["to_i420", "to_i420_packed", "video_frame", "tune_encoders", "tune_vp8",
-           "ENCODER_OVERRIDES", "ENCODER_THREADS", "VP8_OVERRIDES"]
+__all__ = ["to_i420", "to_i420_packed", "video_frame", "tune_encoders", "ENCODER_OVERRIDES",
+           "ENCODER_THREADS"]
 
 log = logging.getLogger(__name__)
 #: codec name (as aiortc creates it) -> options merged over aiortc's own
@@ -45,7 +45,6 @@ ENCODER_OVERRIDES: dict[str, dict[str, str]] = {
 }
 #: codec name -> thread_count set when aiortc creates the encoder (aiortc sets VP8's itself: 1 at 512x512)
 ENCODER_THREADS: dict[str, int] = {"libx264": 1}
-VP8_OVERRIDES = ENCODER_OVERRIDES["libvpx"]
 
 
 def to_i420(rgb: np.ndarray) -> np.ndarray:
@@ -149,6 +148,3 @@ def tune_encoders() -> bool:
     changed for either (that one is then left as it was)."""
     results = [_install(m) for m in ("aiortc.codecs.vpx", "aiortc.codecs.h264")]
     return all(results)
-
-
-tune_vp8 = tune_encoders          # the former name (it now tunes H.264 too)

@@ -95,17 +95,13 @@ class EngineCore:
     def window_parts(self, fresh: np.ndarray, first_content: int, spf: int, t_window: float) -> Iterator[FrameBatch]:
         """``fresh``: float32 (n,) 16 kHz, the window's new audio, starting at content frame
         ``first_content``. Yields the frames that became ready, one FrameBatch per frame, each as
-        soon as it is rendered (with a pipeline that has ``iter_pull``; else one batch), at least
-        one batch (maybe empty)."""
+        soon as it is rendered (the pipeline's ``iter_pull``), at least one batch (maybe empty)."""
         t_taken = time.monotonic()
         if self._next_content is not None and first_content > self._next_content:
             self._map.shift(self._pushed_frames, first_content - self._next_content)
         self.pipe.push(fresh)
         self._pushed_frames += len(fresh) // spf
         self._next_content = first_content + len(fresh) // spf
-        if not hasattr(self.pipe, "iter_pull"):
-            yield self._batch(self.pipe.pull(), t_window, t_taken)
-            return
         sent = False
         for frame in self.pipe.iter_pull():
             sent = True

@@ -71,14 +71,17 @@ class FakePipeline:
         return FakeFrame(i, rgb, motion, None if self.alpha is None else self.alpha.copy())
 
     def pull(self) -> list[FakeFrame]:
+        return list(self.iter_pull())
+
+    def iter_pull(self):
+        """As pull(), one frame at a time (as engine.pipeline's: each made when asked for)."""
         ready = len(self._audio) // SPF - self.latency_frames
         if self._finished:
             ready = -(-len(self._audio) // SPF)
-        out = []
         while self._next < ready:
-            out.append(self._frame(self._next))
+            frame = self._frame(self._next)
             self._next += 1
-        return out
+            yield frame
 
     def finish(self) -> list[FakeFrame]:
         self._finished = True

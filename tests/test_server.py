@@ -439,6 +439,9 @@ class _FailingPipeline:
             raise RuntimeError("injected engine fault")
         return frames
 
+    def iter_pull(self):
+        yield from self.pull()
+
 
 def test_an_engine_exception_ends_only_its_own_session_with_a_logged_error(caplog):
     from streaming_fakes import FakePipeline

@@ -7,7 +7,7 @@ import pytest
 import soxr
 
 from emote.engine.training import espeak
-from emote.engine.training.align import dtw_align, dtw_path, pocketsphinx_align
+from emote.engine.training.align import AUDIT_SHIFTS_S, closure_dip, dtw_align, dtw_path, pocketsphinx_align
 from emote.engine.training.visemes import is_bilabial
 
 TEXT = "Please press the button, then put the map back."
@@ -70,3 +70,19 @@ def test_pocketsphinx_aligns_the_words_in_order():
     assert words is not None and [w[2] for w in words][:3] == ["please", "press", "the"]
     starts = [w[0] for w in words]
     assert starts == sorted(starts) and abs(starts[0] - truth[0].start_s) < 0.1
+
+
+def test_closure_dip_tells_exact_labels_from_shifted_ones(recording):
+    """The audit's energy profile dips at exact bilabial labels (the lips shut the sound off) and
+    not at labels moved by 150 ms, which is how the fillets-ng dialogue's DTW labels look."""
+    x, truth = recording
+    lab = [(p.ipa, p.start_s, p.end_s) for p in truth]
+    d = closure_dip(x, 16000, lab)
+    sh = np.array(AUDIT_SHIFTS_S)
+    assert d.shape == (7, sh.size)
+    prof = np.nanmedian(d, axis=0)
+    at0, near = int(np.argmin(np.abs(sh))), np.abs(sh) <= 0.12 + 1e-9
+    assert prof[at0] - np.nanmax(prof[near]) < -8.0, prof
+    moved = closure_dip(x, 16000, [(p, s + 0.15, e + 0.15) for p, s, e in lab])
+    mp = np.nanmedian(moved, axis=0)
+    assert mp[at0] > prof[at0] + 8.0, (mp[at0], prof[at0])

@@ -36,7 +36,7 @@ if [ "$DATA" = 1 ]; then             # real speech with transcripts for engine/t
          asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav
          asterisk-core-sounds-en asterisk-core-sounds-es asterisk-core-sounds-fr
          asterisk-core-sounds-it asterisk-core-sounds-ru
-         fillets-ng-data fillets-ng-data-cs fillets-ng-data-nl)
+         festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)   # Festival: exact-timed voices of real speakers
 fi
 
 missing=()

@@ -286,3 +286,36 @@ def test_build_command_line(tmp_path, capsys):
                    "--workers", "1"]) == 0
     assert "utterances" in capsys.readouterr().out
     assert (tmp_path / "c" / "manifest.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------
+# real corpora: sources and defaults
+# ------------------------------------------------------------------------------------------
+
+from emote.engine.training import corpora as CO           # noqa: E402
+
+
+def test_source_indices_are_stable_and_fillets_is_opt_in():
+    assert CO.SOURCES == ("asterisk-en", "asterisk-es", "asterisk-fr", "asterisk-it", "asterisk-ru",
+                          "fillets-cs", "fillets-nl")             # a job's seed holds the index: append only
+    # only the voices whose DTW labels pass the closure audit (fillets fails it)
+    assert CO.DEFAULT_SOURCES == CO.SOURCES[:5]
+    with pytest.raises(ValueError, match="unknown real sources"):
+        CO.plan_real(1, 1, sources=("asterisk-xx",))
+
+
+@pytest.mark.skipif(not CO.asterisk_items("en"), reason="asterisk-core-sounds-en(-wav) is not installed")
+def test_plan_real_default_leaves_fillets_out_and_keeps_old_seeds():
+    jobs = CO.plan_real(11, max_per_source=2)
+    assert jobs and {j["source"] for j in jobs} <= set(CO.DEFAULT_SOURCES)
+    en0 = next(j for j in jobs if j["source"] == "asterisk-en" and j["index"] == 0)
+    assert en0["seed"] == [11, 5, 0, 0]
+    for j in jobs:
+        assert j["seed"] == [11, 5, CO.SOURCES.index(j["source"]), j["index"]]
+    every = CO.plan_real(11, max_per_source=2, sources=CO.SOURCES)
+    assert [j for j in every if j["source"] in CO.DEFAULT_SOURCES] == jobs      # same jobs, same seeds
+    for source in ("fillets-cs", "fillets-nl"):
+        if CO._items(source):
+            assert source in {j["source"] for j in every}
+    only_en = CO.plan_real(11, max_per_source=2, sources=("asterisk-en",))
+    assert only_en == [j for j in jobs if j["source"] == "asterisk-en"]

@@ -13,7 +13,13 @@ Sources (see docs/data_engine.md):
 * ``asterisk``: Debian's asterisk-core-sounds-{en,es,fr,it,ru}-wav prompts (8 kHz, one voice
   per language) with their transcripts; ``fillets``: fillets-ng-data-{cs,nl} dialogue (22 kHz,
   several actors); phoneme times by DTW against espeak-ng's synthesis of the same text
-  (engine.training.align). Skipped (with a note) when the packages are not installed.
+  (engine.training.align). Skipped (with a note) when the packages are not installed. By default
+  only engine.training.corpora.DEFAULT_SOURCES: the fillets dialogue's labels fail the closure
+  audit (``python -m emote.engine.training.align --closure-audit DATA``: no energy dip at its
+  bilabials, the labels are at chance), so it is opt-in (``--real-sources``);
+* ``festival``: English sentences spoken by Festival's voices made from real speakers' recordings
+  (diphone and HTS voices; engine.training.festival), phoneme times exact, ``--festival-hours``
+  of them when Festival is installed.
 
 Splits: ``heldout_language`` (every utterance in HELDOUT_LANGUAGES), ``heldout_speaker``
 (synthetic speakers with held-out voice variants, and the held-out real speakers), ``train``.
@@ -80,8 +86,10 @@ class BuildConfig:
     seed: int = 0
     hours_synthetic: float = 6.0       # espeak-ng speech (before the real sources are added)
     languages: tuple[str, ...] = tuple(l.code for l in TX.LANGUAGES)
-    real: bool = True                  # asterisk + fillets, when installed
+    real: bool = True                  # the real sources and Festival, when installed
     real_max_per_source: int | None = None
+    real_sources: tuple[str, ...] | None = None   # None: corpora.DEFAULT_SOURCES
+    festival_hours: float = 1.5        # Festival's English voices (0: none; skipped when not installed)
     audio: str = "all"                 # all | heldout | none: which utterances keep their audio
     workers: int = 2
     utts_per_shard: int = 48
@@ -126,8 +134,14 @@ def plan(cfg: BuildConfig) -> list[dict]:
                          "split": split_of(lang, s.heldout), "seed": [cfg.seed, 2, li, i]})
     if cfg.real:
         from . import corpora
-        for job in corpora.plan_real(cfg.seed, cfg.real_max_per_source):
+        sources = corpora.DEFAULT_SOURCES if cfg.real_sources is None else tuple(cfg.real_sources)
+        for job in corpora.plan_real(cfg.seed, cfg.real_max_per_source, sources=sources):
             job["split"] = split_of(job["lang"], job["speaker"] in HELDOUT_REAL_SPEAKERS)
+            jobs.append(job)
+    if cfg.real and cfg.festival_hours > 0:     # voices made of real speakers' recordings
+        from . import festival
+        for job in festival.plan_festival(cfg.seed, cfg.festival_hours):
+            job["split"] = split_of(job["lang"], False)
             jobs.append(job)
     order = {s: i for i, s in enumerate(SPLITS)}
     jobs.sort(key=lambda j: (order[j["split"]], j["kind"], j["lang"], j["index"]))
@@ -268,6 +282,9 @@ def make_synthetic(job: dict, cfg: BuildConfig) -> Utterance:
 def make_utterance(job: dict, cfg: BuildConfig) -> Utterance | None:
     if job["kind"] == "syn":
         return make_synthetic(job, cfg)
+    if job["kind"] == "festival":
+        from . import festival
+        return festival.make_festival(job, cfg)
     from . import corpora
     return corpora.make_real(job, cfg)
 
@@ -375,14 +392,24 @@ def _progress(it, total: int, on: bool):
     return tqdm(it, total=total, unit="shard", desc="build", file=sys.stderr)
 
 
+def _all_sources() -> tuple[str, ...]:
+    from .corpora import SOURCES
+    return SOURCES
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m emote.engine.training.build_data", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="data/motion", help="output folder (default data/motion, git-ignored)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--hours", type=float, default=6.0, help="hours of synthetic speech (real speech comes on top)")
     ap.add_argument("--languages", nargs="*", default=None, help="language codes (default: all; see text.LANGUAGES)")
-    ap.add_argument("--no-real", action="store_true", help="synthetic speech only")
+    ap.add_argument("--no-real", action="store_true", help="espeak-ng speech only (no real sources, no Festival)")
     ap.add_argument("--real-max", type=int, default=None, help="at most this many utterances per real source")
+    ap.add_argument("--real-sources", nargs="+", default=None, metavar="SOURCE",
+                    help="real sources to use (default: those whose labels pass the closure audit; "
+                         "all: " + " ".join(_all_sources()) + ")")
+    ap.add_argument("--festival-hours", type=float, default=1.5,
+                    help="hours of Festival's English voices (default 1.5; 0: none; skipped if not installed)")
     ap.add_argument("--audio", choices=("all", "heldout", "none"), default="all", help="which utterances keep audio")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--tiny", action="store_true", help="a few seconds' build for tests (3 languages, ~2 min of audio)")
@@ -390,7 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
     cfg = BuildConfig(out=a.out, seed=a.seed, hours_synthetic=a.hours, real=not a.no_real,
-                      real_max_per_source=a.real_max, audio=a.audio, workers=a.workers, resume=a.resume)
+                      real_max_per_source=a.real_max, audio=a.audio, workers=a.workers, resume=a.resume,
+                      real_sources=tuple(a.real_sources) if a.real_sources else None,
+                      festival_hours=a.festival_hours)
     if a.languages:
         cfg.languages = tuple(a.languages)
     if a.tiny:
@@ -398,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.hours_synthetic = 0.03
         cfg.utts_per_shard = 8
         cfg.real_max_per_source = 2 if a.real_max is None else a.real_max
+        cfg.festival_hours = min(cfg.festival_hours, 0.005)
     m = build(cfg, progress=not a.quiet)
     t = m["totals"]
     print(f"{t['utterances']} utterances, {t['hours']:.2f} h, {t['languages']} languages, {t['speakers']} speakers "

@@ -7,6 +7,12 @@
   the big fish, and other characters, told apart by the line's font); text in fillets-ng-data's
   script/<level>/dialogs_<lang>.lua (dialogId("id", "font_x", "english") + dialogStr("text")).
 
+:data:`DEFAULT_SOURCES` holds the five asterisk voices only; fillets is opt-in (``sources=SOURCES``):
+the closure audit (``python -m emote.engine.training.align --closure-audit DATA``) finds no energy
+dip at its DTW-aligned bilabials (a flat profile over +-300 ms: contrast -0.5 to -2.4 dB, where
+the asterisk voices give -3 to -18 dB and espeak-ng's exact labels -9 dB), so its labels would teach
+the model that closures come at random.
+
 :func:`plan_real` lists the jobs; :func:`make_real` aligns one (engine.training.align.dtw_align
 against espeak-ng's synthesis of the transcript) and computes its features and targets.
 Lines whose text is a sound description ("[beep]", "<tone>"), that have no letters, or whose
@@ -21,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Item", "asterisk_items", "fillets_items", "plan_real", "make_real", "SOURCES", "available_sources"]
+__all__ = ["Item", "asterisk_items", "fillets_items", "plan_real", "make_real", "SOURCES", "DEFAULT_SOURCES",
+           "available_sources"]
 
 ASTERISK_ROOT = Path("/usr/share/asterisk/sounds")
 ASTERISK_DOC = Path("/usr/share/doc")
@@ -36,7 +43,10 @@ ASTERISK = {
     "ru": ("ru_RU_f_IvrvoiceRU", "ru", "f2", "asterisk-ru-IvrvoiceRU"),
 }
 FILLETS = {"cs": "cs", "nl": "nl"}
+#: every source, in a fixed order (a job's seed holds its source's index here)
 SOURCES = tuple(f"asterisk-{l}" for l in ASTERISK) + tuple(f"fillets-{l}" for l in FILLETS)
+#: the sources a build uses unless told otherwise: those whose labels pass the closure audit
+DEFAULT_SOURCES = tuple(f"asterisk-{l}" for l in ASTERISK)
 MAX_DTW_COST = 5.5     # mean per-step cost above which the transcript is taken not to match
 
 
@@ -128,9 +138,15 @@ def _items(source: str) -> list[Item]:
     return asterisk_items(lang) if kind == "asterisk" else fillets_items(lang)
 
 
-def plan_real(seed: int, max_per_source: int | None = None) -> list[dict]:
+def plan_real(seed: int, max_per_source: int | None = None, sources: tuple[str, ...] = DEFAULT_SOURCES) -> list[dict]:
+    """Jobs for the real utterances of ``sources`` (names from SOURCES), at most
+    ``max_per_source`` each. A job's "seed" is [seed, 5, SOURCES.index(source), item index],
+    whatever ``sources`` holds. The caller sets job["split"]."""
+    unknown = [s for s in sources if s not in SOURCES]
+    if isinstance(sources, str) or unknown:
+        raise ValueError(f"unknown real sources {unknown or sources!r}; known: {', '.join(SOURCES)}")
     jobs = []
-    for source in SOURCES:
+    for source in (s for s in SOURCES if s in sources):
         items = _items(source)
         if max_per_source is not None:
             items = items[:max_per_source]

@@ -86,3 +86,18 @@ def test_closure_dip_tells_exact_labels_from_shifted_ones(recording):
     moved = closure_dip(x, 16000, [(p, s + 0.15, e + 0.15) for p, s, e in lab])
     mp = np.nanmedian(moved, axis=0)
     assert mp[at0] > prof[at0] + 8.0, (mp[at0], prof[at0])
+
+
+def test_dtw_ceiling_scores_exact_labels_against_dtw_ones(tmp_path):
+    """dtw_ceiling on a tiny espeak-ng build: every English utterance is aligned again; exact-label
+    targets against DTW-label targets correlate well, but not perfectly (DTW errs by some ms)."""
+    from emote.engine.training import build_data as B
+    from emote.engine.training.align import dtw_ceiling
+    cfg = B.BuildConfig(out=str(tmp_path / "d"), seed=1, hours_synthetic=0.01, languages=("en",), real=False,
+                        workers=1, utts_per_shard=4, p_augment=0.0, p_sing=0.0, p_whisper=0.0, p_quiet=0.0)
+    B.build(cfg, progress=False)
+    r = dtw_ceiling(cfg.out, "espeak-ng", max_utts=3)
+    assert r["utterances"] == 3
+    assert 0.6 < r["corr"] < 0.999 and r["closure_recall"] > 0.6
+    assert r["bilabial_error_median_ms"] is None or r["bilabial_error_median_ms"] < 40.0
+    assert dtw_ceiling(cfg.out, "festival")["utterances"] == 0          # none in this build

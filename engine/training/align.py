@@ -26,7 +26,7 @@ from . import espeak
 from .espeak import Phone
 
 __all__ = ["Alignment", "dtw_align", "pocketsphinx_align", "compare_words", "features", "dtw_path",
-           "closure_dip", "closure_audit"]
+           "closure_dip", "closure_audit", "dtw_ceiling"]
 
 HOP_S = 0.01
 
@@ -428,6 +428,58 @@ def closure_audit(data: str, max_utts_per_speaker: int = 150) -> dict:
     return {"shifts_ms": [int(round(s * 1000)) for s in sh], "speakers": out}
 
 
+def dtw_ceiling(data: str, source: str = "festival", max_utts: int = 120, band_hz: int | None = None) -> dict:
+    """How a perfect model would score against DTW references: utterances of ``source`` (exact
+    labels: "festival" or "espeak-ng"; English ones only, as DTW needs a transcript's voice) are
+    aligned again by :func:`dtw_align` (audio band-limited to ``band_hz`` * 2 sample rate first,
+    e.g. 4000 for telephone speech); the targets made from the exact labels are then scored, as
+    the harness scores a generator (benchmarks/harness.py), against the targets made from the DTW
+    labels. Also the bilabial mid-time errors (ms)."""
+    from emote.benchmarks.harness import bilabial_frames, closed_mask, closure_counts, openness, speech_frames
+
+    from . import targets as TG
+    from .build_data import speaker_style
+    from .shards import open_dataset
+    from .visemes import is_bilabial
+    tot = {"bilabials": 0, "hits": 0, "runs": 0, "good_runs": 0}
+    ops, refs, errs, used = [], [], [], 0
+    want = lambda m: m.get("source") == source and m.get("language") == "en" and m.get("timing") == "exact"  # noqa: E731
+    for u in open_dataset(data).utterances(with_audio=True, where=want):
+        if used >= max_utts:
+            break
+        x = u.float_audio()
+        if band_hz:
+            import soxr
+            x = soxr.resample(soxr.resample(x, 16000, 2 * band_hz), 2 * band_hz, 16000).astype(np.float32)[:x.size]
+        variant = "f2" if u.meta.get("speaker", "").endswith(("slt", "f1", "f2", "f3", "f4", "f5")) else "m2"
+        al = dtw_align(x, 16000, u.meta["text"], "en-us", variant)
+        style, n = speaker_style(u.meta["speaker"], 0), len(u.features)
+        exact = [Phone(p, s0, s1) for p, s0, s1 in u.phonemes]
+        te = TG.make_targets(exact, u.features, 25.0, style, np.random.default_rng(0))
+        td = TG.make_targets(al.phonemes, u.features, 25.0, style, np.random.default_rng(0))
+        dph = [(p.ipa, p.start_s, p.end_s) for p in al.phonemes]
+        sp, bil = speech_frames(dph, n, 25.0), bilabial_frames(dph, n, 25.0)
+        po = openness(te)
+        for k, v in closure_counts(closed_mask(po, sp, 0.02), sp, bil).items():
+            tot[k] += v
+        ops.append(po)
+        refs.append(openness(td))
+        a = [0.5 * (s0 + s1) for p, s0, s1 in u.phonemes if is_bilabial(p)]
+        b = [0.5 * (p.start_s + p.end_s) for p in al.phonemes if is_bilabial(p.ipa)]
+        if len(a) == len(b):
+            errs += list(np.abs(np.array(a) - np.array(b)) * 1000.0)
+        used += 1
+    if not used:
+        return {"utterances": 0}
+    e = np.array(errs)
+    return {"utterances": used, "source": source, "band_hz": band_hz,
+            "corr": round(float(np.corrcoef(np.concatenate(ops), np.concatenate(refs))[0, 1]), 4),
+            "closure_recall": round(tot["hits"] / max(1, tot["bilabials"]), 4),
+            "closure_precision": round(tot["good_runs"] / max(1, tot["runs"]), 4),
+            "bilabial_error_median_ms": round(float(np.median(e)), 1) if e.size else None,
+            "bilabial_within_40ms": round(float(np.mean(e <= 40.0)), 3) if e.size else None}
+
+
 if __name__ == "__main__":
     import argparse
     import json
@@ -439,8 +491,14 @@ if __name__ == "__main__":
                     help="instead: bilabial mid-times of a built data set's English real speech vs pocketsphinx")
     ap.add_argument("--closure-audit", metavar="DATA",
                     help="instead: the energy at every speaker's labelled bilabials (closure_audit), any language")
+    ap.add_argument("--dtw-ceiling", metavar="DATA",
+                    help="instead: a perfect model's scores against DTW references (dtw_ceiling), on Festival speech")
+    ap.add_argument("--source", default="festival", help="with --dtw-ceiling: festival or espeak-ng")
+    ap.add_argument("--band-hz", type=int, default=None, help="with --dtw-ceiling: band-limit the audio first")
     a = ap.parse_args()
-    if a.closure_audit:
+    if a.dtw_ceiling:
+        print(json.dumps(dtw_ceiling(a.dtw_ceiling, a.source, a.max_utts, a.band_hz), indent=1))
+    elif a.closure_audit:
         res = closure_audit(a.closure_audit, a.max_utts)
         for spk, v in res["speakers"].items():
             print(f"{spk:28s} {v['bilabials']:5d} bilabials: {v['dip_at_label_db']:+6.1f} dB at the label, "

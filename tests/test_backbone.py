@@ -500,3 +500,26 @@ def test_voice_warp_scales_formants_and_pitch_of_real_features():
         return float((p * k).sum() / p.sum())
     assert mel_centre(up) > mel_centre(feats) + 0.3
     assert mel_centre(D.warp_voice(feats, 0.87, 1.0)) < mel_centre(feats) - 0.3
+
+
+def test_natural_weight_draws_natural_voices_more_often():
+    """train_backbone --natural-weight: ChunkData draws the chunks of natural voices (real
+    recordings, Festival) W times as often as espeak-ng's, per chunk; weight 1 is uniform."""
+    torch = pytest.importorskip("torch")
+    from emote.engine.training import backbone_data as D
+    from emote.engine.training.backbone_model import ModelConfig
+    from emote.engine.training.train_backbone import ChunkData
+    rng = np.random.default_rng(0)
+
+    def clip(speaker, n):
+        return D.Clip(rng.normal(size=(n, 52)).astype(np.float32), M.rest(n).astype(np.float32),
+                      np.ones(3, np.float32), "en", speaker, [], "")
+    clips = [clip("syn03-m2", 60), clip("en+m3", 60), clip("festival-kal", 30), clip("asterisk-en-Allison", 30)]
+    assert [D.is_natural(c) for c in clips] == [False, False, True, True]
+    g = torch.Generator().manual_seed(0)
+    for w in (1.0, 3.0):                        # chunks per clip: n - hop + 1 = 59, 59, 29, 29
+        data = ChunkData(clips, ModelConfig(hop=2), natural_weight=w)
+        share = float((data.c_idx[data.draw(20000, g)] >= 2).double().mean())
+        assert abs(share - w * 58 / (118 + w * 58)) < 0.015, (w, share)
+        audio, past, ctrl, x0 = data.batch(16, g)
+        assert x0.shape == (16, 2, M.NUM_CHANNELS) and audio.shape[0] == 16

@@ -425,6 +425,16 @@ def _load_dataset(d: Path, splits: tuple[str, ...] | None) -> list[Clip]:
 VALIDATION_MOD = 20
 
 
+#: speaker-id prefixes of natural voices: the data engine's real sources and Festival's voices
+NATURAL_SPEAKERS = ("asterisk-", "fillets-", "festival-")
+
+
+def is_natural(clip: Clip) -> bool:
+    """Is the clip spoken by a natural voice: a real recording or a Festival voice (made of real
+    speakers' recordings), not espeak-ng's formant synthesis (speaker ids "syn07-m7", "en+m3")?"""
+    return clip.speaker.startswith(NATURAL_SPEAKERS)
+
+
 def is_validation(uid: str) -> bool:
     """Is the train-split utterance ``uid`` in the validation set (never trained on)?"""
     import zlib

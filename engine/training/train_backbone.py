@@ -42,7 +42,10 @@ _W[M.idx("jawOpen", "mouthClose")] = 3.0
 class ChunkData:
     """Every chunk start of every clip, as the runtime sees it (FeaturePrep, silent pads, rest past)."""
 
-    def __init__(self, clips: list[D.Clip], cfg: ModelConfig, spectral_norm: bool = False) -> None:
+    def __init__(self, clips: list[D.Clip], cfg: ModelConfig, spectral_norm: bool = False,
+                 natural_weight: float = 1.0) -> None:
+        """``natural_weight``: chunks of clips spoken by a natural voice (a real recording or a
+        Festival voice: D.is_natural) are drawn this many times as often as espeak-ng's."""
         A, T, a_idx, t_idx, c_idx = [], [], [], [], []
         a_off = t_off = 0
         for ci, c in enumerate(clips):
@@ -68,13 +71,22 @@ class ChunkData:
         self.ar_w = torch.arange(cfg.window)
         self.ar_p = torch.arange(cfg.past)
         self.ar_h = torch.arange(cfg.hop)
+        w = np.array([natural_weight if D.is_natural(c) else 1.0 for c in clips], np.float64)[self.c_idx.numpy()]
+        self.cum_w = None if natural_weight == 1.0 else torch.from_numpy(np.cumsum(w / w.sum()))
 
     def __len__(self) -> int:
         return len(self.a_idx)
 
+    def draw(self, n: int, g: torch.Generator) -> torch.Tensor:
+        """Indices of n random chunks (uniform, or weighted by ``natural_weight``)."""
+        if self.cum_w is None:
+            return torch.randint(0, len(self.a_idx), (n,), generator=g)
+        u = torch.rand(n, generator=g, dtype=torch.float64)      # inverse CDF of the chunk weights
+        return torch.searchsorted(self.cum_w, u).clamp_max(len(self.a_idx) - 1)
+
     def batch(self, n: int, g: torch.Generator):
         """(audio, past, controls, x0) raw, for n random chunks."""
-        i = torch.randint(0, len(self.a_idx), (n,), generator=g)
+        i = self.draw(n, g)
         a, t = self.a_idx[i], self.t_idx[i]
         audio = self.A[a[:, None] + self.ar_w]
         past = self.T[t[:, None] + self.ar_p]
@@ -397,6 +409,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--voice-warp", type=float, default=0.0, metavar="SHARE",
                     help="train on this share of the clips with a warped voice (formant x 0.85-1.18, "
                          "pitch x 0.7-1.45: backbone_data.warp_voice), for unseen voices")
+    ap.add_argument("--natural-weight", type=float, default=1.0, metavar="W",
+                    help="draw chunks of natural voices (real recordings, Festival) W times as often as espeak-ng's")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: several oversubscribe a shared 2-core machine badly)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--harness", default=None, metavar="DIR",
@@ -451,7 +465,7 @@ def main(argv: list[str] | None = None) -> dict:
                       features=FeaturePrep(spectral_norm=args.spectral_norm).width)
     if args.voice_warp > 0:
         train = D.warp_clips(train, args.voice_warp, seed=args.seed)
-    data = ChunkData(train, cfg, args.spectral_norm)
+    data = ChunkData(train, cfg, args.spectral_norm, args.natural_weight)
     fm, fs, mm, ms = data.stats()
     teacher = MotionDiT(cfg, fm, fs, mm, ms)
     n_params = sum(p.numel() for p in teacher.parameters())

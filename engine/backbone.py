@@ -57,6 +57,8 @@ _JAW = M.INDEX["jawOpen"]
 _CLOSE = M.INDEX["mouthClose"]
 _MOUTH = np.asarray(M.idx(*M.MOUTH), np.intp)
 _BLINKS = np.asarray(M.idx("eyeBlinkLeft", "eyeBlinkRight"), np.intp)
+#: the head smoother's time constant (s) for models without a calibrated one (``head_tau_s``)
+HEAD_TAU_S = 0.1
 
 
 def default_model_path() -> Path:
@@ -202,6 +204,9 @@ class BackboneModel:
         #: per head channel (engine.motion's "head" group, in order): the data's std / the model's,
         #: after the head smoother (the sampler shrinks head motion too); 1 if absent.
         self.head_gain = np.asarray(m.get("head_gain", [1.0] * len(M.HEAD)), np.float64)
+        #: per head channel: the head smoother's time constant (s), calibrated as the least smoothing
+        #: that leaves the head no rougher than the data's (HeadSmoother); 0.1 s if absent.
+        self.head_tau_s = np.asarray(m.get("head_tau_s", [HEAD_TAU_S] * len(M.HEAD)), np.float64)
         #: mouthClose quantile map (model's quantiles -> the data's, from held-out speech): the
         #: sampler leaves a short bilabial closure half shut; a monotone map restores the data's
         #: spread of lip closure, keeping the model's ranking. Absent: identity.
@@ -247,16 +252,20 @@ class HeadSmoother:
     ``y = rest + amplitude * ease * gain * lowpass(x - rest)`` on the head channels (``ease`` rises
     from 0 to 1 over ``start_ease_s``, as the baseline's: a stream starts at the photo's pose; the
     gaze eases in too) (engine.motion's "head" group:
-    degrees, face widths, scale), a one-pole low-pass of time constant ``tau_s``.
+    degrees, face widths, scale), a one-pole low-pass of time constant ``tau_s`` (s; one for all
+    channels, or one per head channel).
 
     Why: a few-step sampler redraws the head's fine detail every chunk, a flicker of about 0.1 deg a
     frame that the renderer shows as shimmer at the hair line; the low-pass takes it out (100 ms of
-    lag on slow head motion is invisible). The head-motion amplitude control is applied here, exactly,
+    lag on slow head motion is invisible). A model's calibration (engine.training.calibrate) gives
+    each channel the shortest time constant that leaves it no rougher than the data's head (RMS of
+    the frame-to-frame change of velocity), so the head keeps the data's speed where the sampler
+    allows. The head-motion amplitude control is applied here, exactly,
     instead of by the network (which learned it only weakly from the data engine's clips).
     Sequential and stateful: the output does not depend on how the frames are batched.
     """
 
-    def __init__(self, fps: float, tau_s: float = 0.1, gain: np.ndarray | None = None,
+    def __init__(self, fps: float, tau_s: float | np.ndarray = 0.1, gain: np.ndarray | None = None,
                  start_ease_s: float = 2.0) -> None:
         self.idx = np.asarray(M.idx(*M.HEAD), np.intp)
         self.rest = M.rest(1)[0, self.idx]
@@ -265,7 +274,10 @@ class HeadSmoother:
         self.gain = np.ones(len(self.idx)) if gain is None else np.asarray(gain, np.float64)
         self.ease_frames = max(1.0, start_ease_s * fps)
         self.n = 0
-        self.alpha = 1.0 - math.exp(-1.0 / (fps * tau_s))
+        tau = np.broadcast_to(np.asarray(tau_s, np.float64), (len(self.idx),))
+        if np.any(tau <= 0):
+            raise ConfigError(f"HeadSmoother tau_s={tau_s!r}: every time constant must be > 0")
+        self.alpha = 1.0 - np.exp(-1.0 / (fps * tau))
         self.state: np.ndarray | None = None
 
     def reset(self) -> None:
@@ -308,7 +320,7 @@ class BackboneGenerator(MotionGenerator):
         self.lookahead_frames = m.hop - 1 + m.lookahead
         self._controls = {k: v[2] for k, v in CONTROLS.items()}
         self._prep = FeaturePrep(m.fps, m.n_mels, m.spectral_norm)
-        self._head = HeadSmoother(m.fps, gain=m.head_gain)
+        self._head = HeadSmoother(m.fps, tau_s=m.head_tau_s, gain=m.head_gain)
         self.reset(settings.seed)
 
     @property

@@ -144,6 +144,36 @@ def test_head_smoother_removes_flicker_scales_and_ignores_batching():
     assert np.abs(HeadSmoother(25.0)(x, 0.0)[:, yaw]).max() == 0.0
 
 
+def test_head_smoother_takes_a_time_constant_per_channel():
+    """A shorter time constant on one channel lets more of its motion through; a time constant
+    per channel equal to the scalar one gives the scalar's output; zero is refused."""
+    from emote.engine.backbone import HeadSmoother
+    from emote.engine.training.calibrate import head_jerk
+    rng = np.random.default_rng(1)
+    n = 300
+    x = M.rest(n)
+    head = M.idx(*M.HEAD)
+    x[:, head[:3]] += rng.standard_normal((n, 3))
+    same = HeadSmoother(25.0, tau_s=[0.1] * len(head))(x, 1.0)
+    np.testing.assert_array_equal(same, HeadSmoother(25.0, tau_s=0.1)(x, 1.0))
+    y = HeadSmoother(25.0, tau_s=[0.1, 0.03, 0.1, 0.1, 0.1, 0.1])(x, 1.0)
+    j = head_jerk(y[100:, head[:3]])
+    assert j[1] > 2.0 * j[0] and abs(j[2] - j[0]) < 0.3 * j[0]
+    with pytest.raises(ConfigError, match="time constant"):
+        HeadSmoother(25.0, tau_s=[0.1, 0.0, 0.1, 0.1, 0.1, 0.1])
+
+
+def test_head_tau_is_read_from_the_model(tmp_path):
+    from emote.engine.backbone import HEAD_TAU_S
+    from emote.engine.training.calibrate import write_gain
+    a, b = _model_copies(tmp_path)
+    write_gain(str(b), 1.0, head_tau_s=[0.13, 0.04, 0.08, 0.13, 0.04, 0.03])
+    assert BackboneModel(b).head_tau_s.tolist() == [0.13, 0.04, 0.08, 0.13, 0.04, 0.03]
+    ma = BackboneModel(a)
+    assert ma.head_tau_s.shape == (len(M.HEAD),) and np.all(ma.head_tau_s > 0)
+    assert HEAD_TAU_S == 0.1
+
+
 def _model_copies(tmp_path):
     """Two copies of the shipped model whose metadata a test may rewrite (needs the onnx package)."""
     pytest.importorskip("onnx")

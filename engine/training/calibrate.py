@@ -6,7 +6,9 @@ A few-step diffusion sampler pulls the mouth towards its mean: the jaw opens les
 (a first model's 90th percentile of jawOpen was 0.41 against the data's 0.53 on held-out
 speech), and shrinks the head's motion. ``articulation_gain`` is the ratio of the data's to the
 model's 90th percentile of jawOpen over held-out utterances, ``head_gain`` the ratio of their
-standard deviations per head channel (after the runtime's head smoother); the runtime
+standard deviations per head channel (after the runtime's head smoother, whose time constants
+``head_tau_s`` are calibrated first: per channel the shortest that leaves the head no rougher than
+the data's, :func:`head_smoothing`); the runtime
 (engine.backbone) multiplies jawOpen and the head motion by them. Quantile maps (the model's
 quantiles onto the data's, monotone) restore the spread of mouthClose and of the eyelids
 (``mouth_close_map``, ``blink_map``). A model with a closure head gets ``closure_threshold`` instead
@@ -35,7 +37,7 @@ __all__ = ["articulation_gain", "write_gain"]
 
 
 def articulation_gain(model_path: str, data: str, max_utts: int = 120, quantile: float = 90.0,
-                      split: str = "heldout") -> dict:
+                      split: str = "heldout", head_tau_s=None) -> dict:
     """Run the model (gain 1) on utterances of ``data`` (``split``: "heldout", the held-out splits, as
     models before the validation set were calibrated, or "validation"); returns the gain and the
     quantiles."""
@@ -44,6 +46,8 @@ def articulation_gain(model_path: str, data: str, max_utts: int = 120, quantile:
     model = BackboneModel(model_path)
     model.articulation_gain = 1.0
     model.head_gain = np.ones(len(M.HEAD))
+    if head_tau_s is not None:
+        model.head_tau_s = np.broadcast_to(np.asarray(head_tau_s, np.float64), (len(M.HEAD),)).copy()
     model.close_map = None
     model.blink_map = None
     model.closure_threshold = None
@@ -72,13 +76,44 @@ def articulation_gain(model_path: str, data: str, max_utts: int = 120, quantile:
         head_ref.append(u.targets[:len(m), head] - u.targets[:len(m), head].mean(axis=0))
     p, r = np.percentile(np.concatenate(pred), quantile), np.percentile(np.concatenate(ref), quantile)
     hs_p, hs_r = np.concatenate(head_pred).std(axis=0), np.concatenate(head_ref).std(axis=0)
+    jerk_p, jerk_r = (np.mean([head_jerk(h) for h in hs if len(h) > 2], axis=0) for hs in (head_pred, head_ref))
     head_gain = np.where(hs_p > 1e-6, np.clip(hs_r / np.maximum(hs_p, 1e-6), 0.5, 4.0), 1.0)
     return {"close_map": close_map(np.concatenate(close_pred), np.concatenate(close_ref)),
             "blink_map": close_map(np.concatenate(blink_pred), np.concatenate(blink_ref)),
             "gain": round(float(r / max(p, 1e-6)), 3), "model_q": round(float(p), 4), "data_q": round(float(r), 4),
             "quantile": quantile, "utterances": len(pred),
             "head_gain": [round(float(g), 3) for g in head_gain],
-            "head_std_model": [round(float(x), 4) for x in hs_p], "head_std_data": [round(float(x), 4) for x in hs_r]}
+            "head_std_model": [round(float(x), 4) for x in hs_p], "head_std_data": [round(float(x), 4) for x in hs_r],
+            "head_tau_s": [round(float(x), 4) for x in model.head_tau_s],
+            "head_jerk_model": [round(float(x), 5) for x in jerk_p / np.maximum(hs_p, 1e-9)],
+            "head_jerk_data": [round(float(x), 5) for x in jerk_r / np.maximum(hs_r, 1e-9)]}
+
+
+def head_jerk(head: np.ndarray) -> np.ndarray:
+    """(n, k) head channels -> (k,) RMS of the second difference: how rough the motion is."""
+    return np.sqrt(np.mean(np.diff(np.asarray(head, np.float64), 2, axis=0) ** 2, axis=0))
+
+
+#: time constants (s) the head smoother's calibration tries, shortest first
+HEAD_TAUS_S = (0.03, 0.04, 0.05, 0.065, 0.08, 0.1, 0.13)
+
+
+def head_smoothing(model_path: str, data: str, max_utts: int, split: str) -> tuple[list[float], dict]:
+    """Per head channel, the shortest time constant of HEAD_TAUS_S at which the model's head is no
+    rougher than the data's: the RMS of its second difference, relative to its std (so that the
+    head gain, applied after, does not change it), at most the data's. Longer ones leave the head
+    slower than the data's; shorter ones let the few-step sampler's flicker through. The
+    longest is kept where none is smooth enough. Returns the taus and the last run's result."""
+    best = np.full(len(M.HEAD), HEAD_TAUS_S[-1])
+    done = np.zeros(len(M.HEAD), bool)
+    res = {}
+    for tau in HEAD_TAUS_S:
+        res = articulation_gain(model_path, data, max_utts, split=split, head_tau_s=tau)
+        ok = (np.array(res["head_jerk_model"]) <= np.array(res["head_jerk_data"])) & ~done
+        best[ok], done[ok] = tau, True
+        if done.all():
+            break
+    return [float(t) for t in best], res
 
 
 def validation_utterances(data: str, max_utts: int):
@@ -173,9 +208,10 @@ def close_map(pred: np.ndarray, ref: np.ndarray) -> list[list[float]]:
 
 def write_gain(model_path: str, gain: float, head_gain: list[float] | None = None,
                close: list[list[float]] | None = None, closure_threshold: float | None = None,
-               blink: list[list[float]] | None = None) -> None:
+               blink: list[list[float]] | None = None, head_tau_s: list[float] | None = None) -> None:
     """Set ``articulation_gain`` (and ``head_gain``, ``mouth_close_map``, ``closure_threshold``,
-    ``blink_map``) in the model's emote_backbone metadata (in place); a map not given is removed."""
+    ``blink_map``, ``head_tau_s``) in the model's emote_backbone metadata (in place); a map not
+    given is removed."""
     import onnx
     m = onnx.load(model_path)
     for prop in m.metadata_props:
@@ -184,6 +220,8 @@ def write_gain(model_path: str, gain: float, head_gain: list[float] | None = Non
             info["articulation_gain"] = float(gain)
             if head_gain is not None:
                 info["head_gain"] = [float(g) for g in head_gain]
+            if head_tau_s is not None:
+                info["head_tau_s"] = [float(t) for t in head_tau_s]
             if close is not None:
                 info["mouth_close_map"] = close
             else:
@@ -215,8 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", choices=("validation", "heldout"), default="validation",
                     help="utterances to calibrate on: the train split's validation set, never trained on "
                          "(default), or the held-out splits (how models without a validation set were calibrated)")
+    ap.add_argument("--head-tau", type=float, default=None, metavar="S",
+                    help="one head-smoother time constant for every channel (default: calibrated per channel)")
     a = ap.parse_args(argv)
-    res = articulation_gain(a.model, a.data, a.max_utts, split=a.split)
+    if a.head_tau is None:
+        taus, _ = head_smoothing(a.model, a.data, a.max_utts, a.split)
+    else:
+        taus = [a.head_tau] * len(M.HEAD)
+    res = articulation_gain(a.model, a.data, a.max_utts, split=a.split, head_tau_s=taus)
     thr = None
     from emote.engine.backbone import BackboneModel
     if BackboneModel(a.model).has_closure:            # a closure head replaces the close map
@@ -227,8 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(res))
     if not a.dry_run:
         write_gain(a.model, res["gain"], res["head_gain"], None if a.no_close_map else res["close_map"], thr,
-                   None if a.no_blink_map else res["blink_map"])
-        print(f"wrote articulation_gain {res['gain']}, head_gain {res['head_gain']}"
+                   None if a.no_blink_map else res["blink_map"], taus)
+        print(f"wrote articulation_gain {res['gain']}, head_gain {res['head_gain']}, head_tau_s {taus}"
               f"{'' if a.no_close_map else ', mouth_close_map'}"
               f"{'' if thr is None else f', closure_threshold {thr}'} into {a.model}")
     return 0

@@ -265,7 +265,7 @@ class HeadSmoother:
     Sequential and stateful: the output does not depend on how the frames are batched.
     """
 
-    def __init__(self, fps: float, tau_s: float | np.ndarray = 0.1, gain: np.ndarray | None = None,
+    def __init__(self, fps: float, tau_s: float | np.ndarray = HEAD_TAU_S, gain: np.ndarray | None = None,
                  start_ease_s: float = 2.0) -> None:
         self.idx = np.asarray(M.idx(*M.HEAD), np.intp)
         self.rest = M.rest(1)[0, self.idx]

@@ -98,22 +98,21 @@ def head_jerk(head: np.ndarray) -> np.ndarray:
 HEAD_TAUS_S = (0.03, 0.04, 0.05, 0.065, 0.08, 0.1, 0.13)
 
 
-def head_smoothing(model_path: str, data: str, max_utts: int, split: str) -> tuple[list[float], dict]:
+def head_smoothing(model_path: str, data: str, max_utts: int, split: str) -> list[float]:
     """Per head channel, the shortest time constant of HEAD_TAUS_S at which the model's head is no
     rougher than the data's: the RMS of its second difference, relative to its std (so that the
     head gain, applied after, does not change it), at most the data's. Longer ones leave the head
     slower than the data's; shorter ones let the few-step sampler's flicker through. The
-    longest is kept where none is smooth enough. Returns the taus and the last run's result."""
+    longest is kept where none is smooth enough."""
     best = np.full(len(M.HEAD), HEAD_TAUS_S[-1])
     done = np.zeros(len(M.HEAD), bool)
-    res = {}
     for tau in HEAD_TAUS_S:
         res = articulation_gain(model_path, data, max_utts, split=split, head_tau_s=tau)
         ok = (np.array(res["head_jerk_model"]) <= np.array(res["head_jerk_data"])) & ~done
         best[ok], done[ok] = tau, True
         if done.all():
             break
-    return [float(t) for t in best], res
+    return [float(t) for t in best]
 
 
 def validation_utterances(data: str, max_utts: int):
@@ -257,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="one head-smoother time constant for every channel (default: calibrated per channel)")
     a = ap.parse_args(argv)
     if a.head_tau is None:
-        taus, _ = head_smoothing(a.model, a.data, a.max_utts, a.split)
+        taus = head_smoothing(a.model, a.data, a.max_utts, a.split)
     else:
         taus = [a.head_tau] * len(M.HEAD)
     res = articulation_gain(a.model, a.data, a.max_utts, split=a.split, head_tau_s=taus)

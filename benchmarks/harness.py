@@ -77,6 +77,27 @@ def closed_mask(op: np.ndarray, speech: np.ndarray, floor: float) -> np.ndarray:
     return op <= max(floor, 0.12 * ref)
 
 
+class ClosureTally:
+    """Bilabial closure counts summed over utterances, as the harness scores motion: ``add`` one
+    utterance's mouth openness (n,), speech mask (n,) bool and bilabial frames; ``recall`` and
+    ``precision`` of all added so far."""
+
+    def __init__(self) -> None:
+        self.counts = {"bilabials": 0, "hits": 0, "runs": 0, "good_runs": 0}
+
+    def add(self, op: np.ndarray, speech: np.ndarray, bil: list[int], floor: float = 0.02) -> None:
+        for k, v in closure_counts(closed_mask(op, speech, floor), speech, bil).items():
+            self.counts[k] += v
+
+    @property
+    def recall(self) -> float:
+        return self.counts["hits"] / max(1, self.counts["bilabials"])
+
+    @property
+    def precision(self) -> float:
+        return self.counts["good_runs"] / max(1, self.counts["runs"])
+
+
 def closure_counts(closed: np.ndarray, speech: np.ndarray, bil: list[int]) -> dict:
     """Counts for recall (bilabials hit / bilabials) and precision (closure runs near a bilabial / runs)."""
     n = closed.size

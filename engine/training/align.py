@@ -435,13 +435,13 @@ def dtw_ceiling(data: str, source: str = "festival", max_utts: int = 120, band_h
     e.g. 4000 for telephone speech); the targets made from the exact labels are then scored, as
     the harness scores a generator (benchmarks/harness.py), against the targets made from the DTW
     labels. Also the bilabial mid-time errors (ms)."""
-    from emote.benchmarks.harness import bilabial_frames, closed_mask, closure_counts, openness, speech_frames
+    from emote.benchmarks.harness import ClosureTally, bilabial_frames, openness, speech_frames
 
     from . import targets as TG
     from .build_data import speaker_style
     from .shards import open_dataset
     from .visemes import is_bilabial
-    tot = {"bilabials": 0, "hits": 0, "runs": 0, "good_runs": 0}
+    tally = ClosureTally()
     ops, refs, errs, used = [], [], [], 0
     want = lambda m: m.get("source") == source and m.get("language") == "en" and m.get("timing") == "exact"  # noqa: E731
     for u in open_dataset(data).utterances(with_audio=True, where=want):
@@ -460,8 +460,7 @@ def dtw_ceiling(data: str, source: str = "festival", max_utts: int = 120, band_h
         dph = [(p.ipa, p.start_s, p.end_s) for p in al.phonemes]
         sp, bil = speech_frames(dph, n, 25.0), bilabial_frames(dph, n, 25.0)
         po = openness(te)
-        for k, v in closure_counts(closed_mask(po, sp, 0.02), sp, bil).items():
-            tot[k] += v
+        tally.add(po, sp, bil)
         ops.append(po)
         refs.append(openness(td))
         a = [0.5 * (s0 + s1) for p, s0, s1 in u.phonemes if is_bilabial(p)]
@@ -474,8 +473,7 @@ def dtw_ceiling(data: str, source: str = "festival", max_utts: int = 120, band_h
     e = np.array(errs)
     return {"utterances": used, "source": source, "band_hz": band_hz,
             "corr": round(float(np.corrcoef(np.concatenate(ops), np.concatenate(refs))[0, 1]), 4),
-            "closure_recall": round(tot["hits"] / max(1, tot["bilabials"]), 4),
-            "closure_precision": round(tot["good_runs"] / max(1, tot["runs"]), 4),
+            "closure_recall": round(tally.recall, 4), "closure_precision": round(tally.precision, 4),
             "bilabial_error_median_ms": round(float(np.median(e)), 1) if e.size else None,
             "bilabial_within_40ms": round(float(np.mean(e <= 40.0)), 3) if e.size else None}
 

@@ -5,10 +5,12 @@
 A few-step diffusion sampler pulls the mouth towards its mean: the jaw opens less than in the data
 (a first model's 90th percentile of jawOpen was 0.41 against the data's 0.53 on held-out
 speech), and shrinks the head's motion. ``articulation_gain`` is the ratio of the data's to the
-model's 90th percentile of jawOpen over held-out utterances, ``head_gain`` the ratio of their
-standard deviations per head channel (after the runtime's head smoother, whose time constants
-``head_tau_s`` are calibrated first: per channel the shortest that leaves the head no rougher than
-the data's, :func:`head_smoothing`); the runtime
+model's 90th percentile of jawOpen over held-out utterances, ``head_gain`` per head channel the
+harmonic mean of the gains that would match the data's standard deviation and its mean speed
+(:func:`head_gains`; after the runtime's head smoother, whose time constants ``head_tau_s`` are
+calibrated first: per channel the shortest that leaves the head no rougher than the data's,
+:func:`head_smoothing`). The model runs once (:func:`model_runs`, without its smoother); the
+smoothers are tried on its output offline. The runtime
 (engine.backbone) multiplies jawOpen and the head motion by them. Quantile maps (the model's
 quantiles onto the data's, monotone) restore the spread of mouthClose and of the eyelids
 (``mouth_close_map``, ``blink_map``). A model with a closure head gets ``closure_threshold`` instead
@@ -36,57 +38,111 @@ from emote.engine import motion as M
 __all__ = ["articulation_gain", "write_gain"]
 
 
-def articulation_gain(model_path: str, data: str, max_utts: int = 120, quantile: float = 90.0,
-                      split: str = "heldout", head_tau_s=None) -> dict:
-    """Run the model (gain 1) on utterances of ``data`` (``split``: "heldout", the held-out splits, as
-    models before the validation set were calibrated, or "validation"); returns the gain and the
-    quantiles."""
-    from emote.engine.backbone import BackboneGenerator, BackboneModel, BackboneSettings
+def model_runs(model_path: str, data: str, max_utts: int = 120, split: str = "validation") -> list[tuple]:
+    """Run the model once, with no gains, maps or threshold and without its head smoother, over
+    utterances of ``data`` (``split``: "validation", the train split's validation set, or
+    "heldout", the held-out splits, as models before the validation set were calibrated).
+    Returns [(motion (n, C) float32 as the network made it, targets (n, C) float32)] per
+    utterance: :func:`articulation_gain` and :func:`head_smoothing` apply the smoother to it
+    offline, exactly as the runtime does, so the model runs once however many time constants are
+    tried."""
+    from emote.engine.backbone import BackboneModel
     from emote.engine.training.shards import open_dataset
     model = BackboneModel(model_path)
     model.articulation_gain = 1.0
-    model.head_gain = np.ones(len(M.HEAD))
-    if head_tau_s is not None:
-        model.head_tau_s = np.broadcast_to(np.asarray(head_tau_s, np.float64), (len(M.HEAD),)).copy()
     model.close_map = None
     model.blink_map = None
     model.closure_threshold = None
-    blink, blink_pred, blink_ref = M.INDEX["eyeBlinkLeft"], [], []
-    cl, close_pred, close_ref = M.INDEX["mouthClose"], [], []
+    if split == "validation":
+        utts = validation_utterances(data, max_utts)
+    else:
+        ds, utts = open_dataset(data), []
+        for name in ("heldout_language", "heldout_speaker"):
+            us = list(ds.utterances(split=name, with_audio=False))
+            utts += us[::max(1, len(us) // (max_utts // 2))][:max_utts // 2]
+    runs = []
+    for u in utts:
+        m = raw_motion(model, u.features)[:len(u.targets)]
+        runs.append((m, u.targets[:len(m)]))
+    return runs
+
+
+def raw_motion(model, features: np.ndarray) -> np.ndarray:
+    """One utterance's feature rows (n, F) through a fresh generator of ``model`` (a BackboneModel,
+    default settings) with its head smoother taken out -> motion (n, C) float32."""
+    from emote.engine.backbone import BackboneGenerator, BackboneSettings
+    g = BackboneGenerator(BackboneSettings(), model)
+    g._head = _Unsmoothed()
+    g.push(features)
+    return np.concatenate([g.pull(), g.finish()])
+
+
+class _Unsmoothed:
+    """Stands in for the generator's HeadSmoother: the network's head as it is."""
+
+    def __call__(self, motion: np.ndarray, amplitude: float) -> np.ndarray:
+        return motion
+
+    def reset(self) -> None:
+        pass
+
+
+def smoothed_heads(runs: list[tuple], head_tau_s, fps: float = 25.0) -> list[np.ndarray]:
+    """The runtime's head smoother (gain 1, the default head-motion amplitude) applied to each
+    run's head channels -> [(n, len(HEAD)) degrees / face widths, mean removed]."""
+    from emote.engine.backbone import CONTROLS, HeadSmoother
+    amp = CONTROLS["head_motion_amplitude"][2]
+    idx = M.idx(*M.HEAD)
+    out = []
+    for m, _ in runs:
+        h = HeadSmoother(fps, tau_s=head_tau_s)(m, amp)[:, idx].astype(np.float64)
+        out.append(h - h.mean(axis=0))
+    return out
+
+
+def head_stats(heads: list[np.ndarray], fps: float = 25.0) -> dict:
+    """Per head channel over utterances (each (n, k), mean removed): std, mean speed (units/s,
+    as benchmarks/harness.py's head_stats) and roughness (mean RMS second difference / std)."""
+    cat = np.concatenate(heads)
+    std = cat.std(axis=0)
+    frames = sum(len(h) - 1 for h in heads)
+    speed = sum(np.abs(np.diff(h, axis=0)).sum(axis=0) for h in heads) * fps / max(frames, 1)
+    jerk = np.mean([head_jerk(h) for h in heads if len(h) > 2], axis=0)
+    return {"std": std, "speed": speed, "jerk": jerk / np.maximum(std, 1e-9)}
+
+
+def head_gains(model: dict, data: dict) -> np.ndarray:
+    """Per head channel, the gain applied after the smoother: the harmonic mean of the gain that
+    gives the data's std and the one that gives the data's speed. Where the model's head moves
+    more slowly for its size than the data's (a few-step sampler's head is smoother), no one gain
+    matches both; this one leaves std too large by the same fraction as speed too small. Channels
+    the model leaves still keep gain 1; the gains are clipped to 0.5..4."""
+    ms, ds, mv, dv = model["std"], data["std"], model["speed"], data["speed"]
+    live = (ms > 1e-6) & (mv > 1e-9) & (ds > 0) & (dv > 0)
+    ratio = ms / np.maximum(ds, 1e-12) + mv / np.maximum(dv, 1e-12)
+    return np.where(live, np.clip(2.0 / np.maximum(ratio, 1e-9), 0.5, 4.0), 1.0)
+
+
+def articulation_gain(runs: list[tuple], head_tau_s, quantile: float = 90.0, fps: float = 25.0) -> dict:
+    """From :func:`model_runs`' output: the articulation gain (the data's over the model's
+    ``quantile`` of jawOpen), the head gains (:func:`head_gains`, after the smoother with time
+    constants ``head_tau_s``) and the mouthClose and eyelid quantile maps."""
+    j, cl, blink = M.INDEX["jawOpen"], M.INDEX["mouthClose"], M.INDEX["eyeBlinkLeft"]
+    pred = np.concatenate([m[:, j] for m, _ in runs])
+    ref = np.concatenate([t[:, j] for _, t in runs])
+    p, r = np.percentile(pred, quantile), np.percentile(ref, quantile)
     head = M.idx(*M.HEAD)
-    head_pred, head_ref = [], []
-    ds = open_dataset(data)
-    j = M.INDEX["jawOpen"]
-    pred, ref = [], []
-    groups = [validation_utterances(data, max_utts)] if split == "validation" else []
-    for name in () if split == "validation" else ("heldout_language", "heldout_speaker"):
-        utts = list(ds.utterances(split=name, with_audio=False))
-        groups.append(utts[::max(1, len(utts) // (max_utts // 2))][:max_utts // 2])
-    for u in (u for grp in groups for u in grp):
-        g = BackboneGenerator(BackboneSettings(), model)
-        g.push(u.features)
-        m = np.concatenate([g.pull(), g.finish()])[:len(u.targets)]
-        pred.append(m[:, j])
-        ref.append(u.targets[:len(m), j])
-        close_pred.append(m[:, cl])
-        close_ref.append(u.targets[:len(m), cl])
-        blink_pred.append(m[:, blink])
-        blink_ref.append(u.targets[:len(m), blink])
-        head_pred.append(m[:, head] - m[:, head].mean(axis=0))
-        head_ref.append(u.targets[:len(m), head] - u.targets[:len(m), head].mean(axis=0))
-    p, r = np.percentile(np.concatenate(pred), quantile), np.percentile(np.concatenate(ref), quantile)
-    hs_p, hs_r = np.concatenate(head_pred).std(axis=0), np.concatenate(head_ref).std(axis=0)
-    jerk_p, jerk_r = (np.mean([head_jerk(h) for h in hs if len(h) > 2], axis=0) for hs in (head_pred, head_ref))
-    head_gain = np.where(hs_p > 1e-6, np.clip(hs_r / np.maximum(hs_p, 1e-6), 0.5, 4.0), 1.0)
-    return {"close_map": close_map(np.concatenate(close_pred), np.concatenate(close_ref)),
-            "blink_map": close_map(np.concatenate(blink_pred), np.concatenate(blink_ref)),
+    hm = head_stats(smoothed_heads(runs, head_tau_s, fps), fps)
+    hd = head_stats([t[:, head] - t[:, head].mean(axis=0) for _, t in runs], fps)
+    cat = lambda k, which: np.concatenate([(m if which == 0 else t)[:, k] for m, t in runs])  # noqa: E731
+    rnd = lambda xs, d=4: [round(float(x), d) for x in xs]  # noqa: E731
+    return {"close_map": close_map(cat(cl, 0), cat(cl, 1)), "blink_map": close_map(cat(blink, 0), cat(blink, 1)),
             "gain": round(float(r / max(p, 1e-6)), 3), "model_q": round(float(p), 4), "data_q": round(float(r), 4),
-            "quantile": quantile, "utterances": len(pred),
-            "head_gain": [round(float(g), 3) for g in head_gain],
-            "head_std_model": [round(float(x), 4) for x in hs_p], "head_std_data": [round(float(x), 4) for x in hs_r],
-            "head_tau_s": [round(float(x), 4) for x in model.head_tau_s],
-            "head_jerk_model": [round(float(x), 5) for x in jerk_p / np.maximum(hs_p, 1e-9)],
-            "head_jerk_data": [round(float(x), 5) for x in jerk_r / np.maximum(hs_r, 1e-9)]}
+            "quantile": quantile, "utterances": len(runs), "head_gain": rnd(head_gains(hm, hd), 3),
+            "head_std_model": rnd(hm["std"]), "head_std_data": rnd(hd["std"]),
+            "head_speed_model": rnd(hm["speed"]), "head_speed_data": rnd(hd["speed"]),
+            "head_tau_s": rnd(np.broadcast_to(np.asarray(head_tau_s, np.float64), (len(head),))),
+            "head_jerk_model": rnd(hm["jerk"], 5), "head_jerk_data": rnd(hd["jerk"], 5)}
 
 
 def head_jerk(head: np.ndarray) -> np.ndarray:
@@ -98,20 +154,19 @@ def head_jerk(head: np.ndarray) -> np.ndarray:
 HEAD_TAUS_S = (0.03, 0.04, 0.05, 0.065, 0.08, 0.1, 0.13)
 
 
-def head_smoothing(model_path: str, data: str, max_utts: int, split: str) -> list[float]:
-    """Per head channel, the shortest time constant of HEAD_TAUS_S at which the model's head is no
-    rougher than the data's: the RMS of its second difference, relative to its std (so that the
-    head gain, applied after, does not change it), at most the data's. Longer ones leave the head
-    slower than the data's; shorter ones let the few-step sampler's flicker through. The
-    longest is kept where none is smooth enough."""
-    best = np.full(len(M.HEAD), HEAD_TAUS_S[-1])
-    done = np.zeros(len(M.HEAD), bool)
+def head_smoothing(runs: list[tuple], fps: float = 25.0) -> list[float]:
+    """Per head channel, the shortest time constant of HEAD_TAUS_S at which the model's head (of
+    :func:`model_runs`) is no rougher than the data's: the RMS of its second difference,
+    relative to its std (so that the head gain, applied after, does not change it), at most the
+    data's. Longer ones leave the head slower than the data's; shorter ones let the few-step
+    sampler's flicker through. The longest is kept where none is smooth enough."""
+    head = M.idx(*M.HEAD)
+    data_jerk = head_stats([t[:, head] - t[:, head].mean(axis=0) for _, t in runs], fps)["jerk"]
+    best = np.full(len(head), HEAD_TAUS_S[-1])
+    done = np.zeros(len(head), bool)
     for tau in HEAD_TAUS_S:
-        res = articulation_gain(model_path, data, max_utts, split=split, head_tau_s=tau)
-        ok = (np.array(res["head_jerk_model"]) <= np.array(res["head_jerk_data"])) & ~done
+        ok = (head_stats(smoothed_heads(runs, tau, fps), fps)["jerk"] <= data_jerk) & ~done
         best[ok], done[ok] = tau, True
-        if done.all():
-            break
     return [float(t) for t in best]
 
 
@@ -128,8 +183,7 @@ def closure_curve(model_path: str, data: str, max_utts: int = 300,
                   thresholds=tuple(np.round(np.arange(0.1, 0.96, 0.05), 2))) -> list[dict]:
     """The closure head's shut-lips rule on validation speech, per threshold: bilabial closure recall
     and precision, as benchmarks/harness.py counts them on motion."""
-    from emote.benchmarks.harness import (bilabial_frames, closed_mask, closure_counts, openness,
-                                          speech_frames)
+    from emote.benchmarks.harness import ClosureTally, bilabial_frames, openness, speech_frames
     from emote.engine.backbone import BackboneGenerator, BackboneModel, BackboneSettings, shut_lips
     model = BackboneModel(model_path)
     if not model.has_closure:
@@ -149,7 +203,7 @@ def closure_curve(model_path: str, data: str, max_utts: int = 300,
     ref = np.concatenate([r[4] for r in runs])
     out = []
     for thr in (None, *thresholds):
-        tot = {"bilabials": 0, "hits": 0, "runs": 0, "good_runs": 0}
+        tally = ClosureTally()
         ops = []
         for m, p, sp, bil, _ in runs:
             mm = m.copy()
@@ -157,12 +211,9 @@ def closure_curve(model_path: str, data: str, max_utts: int = 300,
                 mm[:, M.INDEX["mouthClose"]] = shut_lips(mm[:, M.INDEX["mouthClose"]], p, float(thr))
             po = openness(mm)
             ops.append(po)
-            for k, v in closure_counts(closed_mask(po, sp, 0.02), sp, bil).items():
-                tot[k] += v
-        rec = tot["hits"] / max(1, tot["bilabials"])
-        prec = tot["good_runs"] / max(1, tot["runs"])
-        out.append({"threshold": None if thr is None else float(thr), "recall": round(rec, 4),
-                    "precision": round(prec, 4), "corr": round(float(np.corrcoef(np.concatenate(ops), ref)[0, 1]), 4),
+            tally.add(po, sp, bil)
+        out.append({"threshold": None if thr is None else float(thr), "recall": round(tally.recall, 4),
+                    "precision": round(tally.precision, 4), "corr": round(float(np.corrcoef(np.concatenate(ops), ref)[0, 1]), 4),
                     "utterances": len(runs)})
     return out
 
@@ -255,11 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--head-tau", type=float, default=None, metavar="S",
                     help="one head-smoother time constant for every channel (default: calibrated per channel)")
     a = ap.parse_args(argv)
-    if a.head_tau is None:
-        taus = head_smoothing(a.model, a.data, a.max_utts, a.split)
-    else:
-        taus = [a.head_tau] * len(M.HEAD)
-    res = articulation_gain(a.model, a.data, a.max_utts, split=a.split, head_tau_s=taus)
+    runs = model_runs(a.model, a.data, a.max_utts, a.split)
+    taus = head_smoothing(runs) if a.head_tau is None else [a.head_tau] * len(M.HEAD)
+    res = articulation_gain(runs, taus)
     thr = None
     from emote.engine.backbone import BackboneModel
     if BackboneModel(a.model).has_closure:            # a closure head replaces the close map

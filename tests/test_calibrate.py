@@ -1,0 +1,81 @@
+"""engine.training.calibrate: the one-pass calibration of a backbone's gains and head smoother.
+
+Runs on the committed engine/assets/backbone.onnx (ONNX Runtime, no torch)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from emote.engine import motion as M
+from emote.engine.audio import FeatureStream
+from emote.engine.backbone import BackboneGenerator, BackboneModel, BackboneSettings, default_model_path
+from emote.engine.training import calibrate as C
+
+HEAD = M.idx(*M.HEAD)
+
+
+@pytest.fixture(scope="module")
+def rows(speech_clips):
+    fs = FeatureStream()
+    x = speech_clips["en"].samples
+    fs.push(np.concatenate([np.zeros(8000, np.float32), x, np.zeros(8000, np.float32)]))
+    return np.concatenate([fs.pull(), fs.finish()])
+
+
+def test_offline_smoothing_of_the_raw_output_is_the_runtime_head(rows):
+    """The network's output without the smoother, smoothed offline (calibrate's one pass), is
+    exactly the head the generator makes with the same time constants (gain 1)."""
+    if not default_model_path().is_file():
+        pytest.skip("engine/assets/backbone.onnx not built")
+    model = BackboneModel()
+    model.head_gain = np.ones(len(HEAD))
+    model.head_tau_s = np.array([0.08, 0.04, 0.065, 0.08, 0.04, 0.03])
+    g = BackboneGenerator(BackboneSettings(), model)
+    g.push(rows)
+    live = np.concatenate([g.pull(), g.finish()])
+    raw = C.raw_motion(model, rows)
+    assert raw.shape == live.shape
+    assert np.abs(raw[:, HEAD] - live[:, HEAD]).max() > 1e-3          # the smoother did something
+    off = C.smoothed_heads([(raw, raw)], model.head_tau_s)[0]
+    np.testing.assert_allclose(off, live[:, HEAD] - live[:, HEAD].mean(axis=0), atol=1e-4)
+    np.testing.assert_array_equal(raw[:, M.INDEX["jawOpen"]], live[:, M.INDEX["jawOpen"]])
+
+
+def test_head_stats_measure_std_speed_and_roughness():
+    t = np.arange(500) / 25.0
+    slow = np.sin(2 * np.pi * 0.5 * t)[:, None]
+    fast = np.sin(2 * np.pi * 2.0 * t)[:, None]
+    a, b = C.head_stats([slow]), C.head_stats([fast])
+    np.testing.assert_allclose(a["std"], b["std"], rtol=0.02)
+    np.testing.assert_allclose(a["speed"], 4 * 0.5 * np.sqrt(2) * a["std"], rtol=0.03)   # 4 A f, A = sqrt2 std
+    assert b["speed"][0] > 3.5 * a["speed"][0] and b["jerk"][0] > 10 * a["jerk"][0]
+
+
+def test_head_gain_splits_the_difference_between_std_and_speed():
+    data = {"std": np.array([2.0, 1.0, 1.0]), "speed": np.array([4.0, 2.0, 2.0])}
+    model = {"std": np.array([1.0, 1.0, 0.0]), "speed": np.array([1.0, 2.0, 0.0])}
+    g = C.head_gains(model, data)
+    # channel 0: std wants x2, speed x4 -> harmonic mean 8/3: std +33 %, speed -33 %
+    assert g[0] == pytest.approx(8 / 3)
+    assert g[0] * 1.0 / 2.0 - 1 == pytest.approx(1 - g[0] * 1.0 / 4.0)
+    assert g[1] == pytest.approx(1.0)            # already matches
+    assert g[2] == 1.0                           # a still channel keeps gain 1
+    assert C.head_gains({"std": np.array([0.01]), "speed": np.array([0.01])},
+                        {"std": np.array([1.0]), "speed": np.array([1.0])})[0] == 4.0   # clipped
+
+
+def test_smoothing_picks_the_shortest_time_constant_no_rougher_than_the_data():
+    """A model whose head is the data's plus frame-to-frame flicker gets a longer time constant
+    on the strongly flickering channel than on a slightly flickering one."""
+    rng = np.random.default_rng(0)
+    n = 2500
+    t = np.arange(n) / 25.0
+    targets = M.rest(n)
+    for c in HEAD[:2]:                     # the data's head: a few slow sways
+        targets[:, c] += sum(np.sin(2 * np.pi * f * t + rng.uniform(0, 6.3)) for f in rng.uniform(0.1, 1.0, 4))
+    raw = targets.copy()
+    raw[:, HEAD[0]] += 0.2 * rng.standard_normal(n)
+    raw[:, HEAD[1]] += 0.01 * rng.standard_normal(n)
+    taus = C.head_smoothing([(raw.astype(np.float32), targets.astype(np.float32))])
+    assert len(taus) == len(HEAD)
+    assert taus[0] > taus[1], taus

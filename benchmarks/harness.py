@@ -22,7 +22,12 @@ embedded astronaut portrait, lips re-detected by the face landmarker on every fr
 * ``offset_ms``: lag of the peak of the cross-correlation (summed over utterances) between
   predicted and reference openness; positive = the prediction is late;
 * head: std and mean speed (deg/s) of yaw, pitch, roll; blink rate (per minute), for the
-  generator and for the data engine's targets on the same utterances.
+  generator and for the data engine's targets on the same utterances (``data_engine``), and
+  for the data engine's targets on as many utterances of the train split (``data_engine_train``).
+  The data engine draws each speaker's head style (amplitudes, time constant, nods) at random,
+  once per speaker, and the held-out splits have only a few speakers: their head statistics are
+  those of a few random draws, which no model can infer from the audio; the train split's are
+  the population's, what a model of the audio alone can match.
 
 Writes ``harness_<generator>.json`` and ``harness_<generator>.png`` into ``--out``.
 """
@@ -359,7 +364,8 @@ def evaluate(generator: str, data: str, max_utts: int = 400, render: int = 12, s
         "rendered": video_acc.summary() if video_acc.per else None,
         "rendered_utterances": rendered_ids,
         "render_size_px": size,
-        "head": {"generator": head_stats(gen_motions, fps), "data_engine": head_stats(ref_motions, fps)},
+        "head": {"generator": head_stats(gen_motions, fps), "data_engine": head_stats(ref_motions, fps),
+                 "data_engine_train": head_stats(train_targets(ds, len(chosen)), fps)},
         "sung": sung_stats(sung),
         "seconds": round(time.perf_counter() - t0, 1),
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
@@ -368,6 +374,13 @@ def evaluate(generator: str, data: str, max_utts: int = 400, render: int = 12, s
         result["reference_self_check"].pop(key, None)
     result["_example"] = example
     return result
+
+
+def train_targets(ds, n: int) -> list[np.ndarray]:
+    """The targets (motion rows) of ``n`` train-split utterances of dataset ``ds``, evenly spread."""
+    ids = [u.id for u in ds.utterances(split="train", with_audio=False)]
+    pick = {ids[int(i * len(ids) / n)] for i in range(min(n, len(ids)))}
+    return [u.targets for u in ds.utterances(split="train", with_audio=False, where=lambda m: m["id"] in pick)]
 
 
 def plot(result: dict, path: Path) -> None:
@@ -505,6 +518,10 @@ def main(argv: list[str] | None = None) -> int:
     print("head std/speed (deg, deg/s) generator vs data: " + ", ".join(
         f"{n} {hg[n]['std_deg']}/{hg[n]['speed_deg_s']} vs {hd[n]['std_deg']}/{hd[n]['speed_deg_s']}"
         for n in ("yaw", "pitch", "roll")) + f"; blinks/min {hg['blinks_per_min']} vs {hd['blinks_per_min']}")
+    ht = res["head"]["data_engine_train"]
+    print("data engine's train split (the population of head styles): " + ", ".join(
+        f"{n} {ht[n]['std_deg']}/{ht[n]['speed_deg_s']}" for n in ("yaw", "pitch", "roll"))
+        + f"; blinks/min {ht['blinks_per_min']}")
     print(f"wrote {js} and {png}")
     return 0
 

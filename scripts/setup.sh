@@ -30,14 +30,14 @@ PKGS=(espeak-ng libportaudio2)
 if [ "$DEV" = 1 ]; then
   PKGS+=(chromium chromium-driver)   # headless browser tests of the call page
   PKGS+=(wesnoth-1.16-data flare-game freedroidrpg-data) # painted and 3D-rendered portraits nobody here made (tests/test_styles.py)
-  PKGS+=(festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)   # tests/test_festival.py
+  PKGS+=(festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-czech-dita festvox-czech-machac festvox-czech-ph festvox-czech-krb festvox-suopuhe-lj festvox-suopuhe-mv festvox-ca-ona-hts)   # tests/test_festival.py
 fi
 if [ "$DATA" = 1 ]; then             # real speech with transcripts for engine/training/build_data.py
   PKGS+=(asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav asterisk-core-sounds-fr-wav
          asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav
          asterisk-core-sounds-en asterisk-core-sounds-es asterisk-core-sounds-fr
          asterisk-core-sounds-it asterisk-core-sounds-ru)
-  [ "$DEV" = 1 ] || PKGS+=(festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)  # exact-timed real voices
+  [ "$DEV" = 1 ] || PKGS+=(festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-czech-dita festvox-czech-machac festvox-czech-ph festvox-czech-krb festvox-suopuhe-lj festvox-suopuhe-mv festvox-ca-ona-hts)  # exact-timed real voices
 fi
 
 missing=()

@@ -17,9 +17,10 @@ Sources (see docs/data_engine.md):
   only engine.training.corpora.DEFAULT_SOURCES: the fillets dialogue's labels fail the closure
   audit (``python -m emote.engine.training.align --closure-audit DATA``: no energy dip at its
   bilabials, the labels are at chance), so it is opt-in (``--real-sources``);
-* ``festival``: English sentences spoken by Festival's voices made from real speakers' recordings
-  (diphone and HTS voices; engine.training.festival), phoneme times exact, ``--festival-hours``
-  of them when Festival is installed.
+* ``festival``: English, Czech, Finnish and Catalan sentences spoken by Festival's voices made
+  from real speakers' recordings (diphone and HTS voices; engine.training.festival), phoneme
+  times exact, ``--festival-hours`` of them spread evenly over the installed voices (10 with
+  ``scripts/setup.sh --data``).
 
 Splits: ``heldout_language`` (every utterance in HELDOUT_LANGUAGES), ``heldout_speaker``
 (synthetic speakers with held-out voice variants, and the held-out real speakers), ``train``.
@@ -89,7 +90,7 @@ class BuildConfig:
     real: bool = True                  # the real sources and Festival, when installed
     real_max_per_source: int | None = None
     real_sources: tuple[str, ...] | None = None   # None: corpora.DEFAULT_SOURCES
-    festival_hours: float = 1.5        # Festival's English voices (0: none; skipped when not installed)
+    festival_hours: float = 4.0        # Festival's voices, all installed (0: none; skipped when not installed)
     audio: str = "all"                 # all | heldout | none: which utterances keep their audio
     workers: int = 2
     utts_per_shard: int = 48
@@ -408,8 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--real-sources", nargs="+", default=None, metavar="SOURCE",
                     help="real sources to use (default: those whose labels pass the closure audit; "
                          "all: " + " ".join(_all_sources()) + ")")
-    ap.add_argument("--festival-hours", type=float, default=1.5,
-                    help="hours of Festival's English voices (default 1.5; 0: none; skipped if not installed)")
+    ap.add_argument("--festival-hours", type=float, default=4.0,
+                    help="hours of Festival speech, spread evenly over its installed voices (English, Czech, "
+                         "Finnish, Catalan; default 4; 0: none; skipped if Festival is not installed)")
     ap.add_argument("--audio", choices=("all", "heldout", "none"), default="all", help="which utterances keep audio")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--tiny", action="store_true", help="a few seconds' build for tests (3 languages, ~2 min of audio)")

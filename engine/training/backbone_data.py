@@ -454,8 +454,10 @@ def warp_voice(features: np.ndarray, formant: float, pitch: float, fmin_hz: floa
     n_mels = x.shape[1] - 12
     centres = mel_to_hz(np.linspace(hz_to_mel(fmin_hz), hz_to_mel(fmax_hz), n_mels + 2))[1:-1]
     src = np.clip(centres / float(formant), centres[0], centres[-1])
-    mel = x[:, 12:]
-    x[:, 12:] = np.stack([np.interp(src, centres, row) for row in mel]) if len(mel) else mel
+    j = np.clip(np.searchsorted(centres, src, side="right") - 1, 0, n_mels - 2)   # linear interpolation
+    w = (src - centres[j]) / (centres[j + 1] - centres[j])                        # weights, all rows at once
+    mel = x[:, 12:].astype(np.float64)
+    x[:, 12:] = mel[:, j] * (1.0 - w) + mel[:, j + 1] * w
     x[:, 3] *= float(pitch)
     for col in (5, 10, 11):
         x[:, col] *= float(formant)

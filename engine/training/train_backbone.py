@@ -269,6 +269,23 @@ def _limits(data: str | None) -> str:
             "instruments are not in the data.")
 
 
+def _harness_lines(h: dict, data: str) -> list[str]:
+    """The model card's harness section: run_harness's report ``h`` on data set ``data``."""
+    lines = ["", f"## Harness (benchmarks/harness.py, motion, held-out splits of `{data}`)", "",
+             "| generator | split | openness r | closure recall | closure precision | offset ms |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for gen in ("baseline", "backbone"):
+        for split, r in [("all", h[gen]["overall"])] + sorted(h[gen]["by_split"].items()):
+            lines.append(f"| {gen} | {split} | {r.get('corr')} | {r.get('closure_recall')} | "
+                         f"{r.get('closure_precision')} | {r.get('offset_ms')} |")
+    hb, he = h["backbone"]["head"]["generator"], h["backbone"]["head"]["data_engine"]
+    lines.append("")
+    lines.append("Head std / speed (deg, deg/s), backbone vs data engine: " + "; ".join(
+        f"{a} {hb[a]['std_deg']:.2f}/{hb[a]['speed_deg_s']:.2f} vs {he[a]['std_deg']:.2f}/{he[a]['speed_deg_s']:.2f}"
+        for a in ("yaw", "pitch", "roll")) + f"; blinks/min {hb['blinks_per_min']} vs {he['blinks_per_min']}.")
+    return lines
+
+
 def write_card(path: Path, rep: dict) -> None:
     def row(name, r):
         return (f"| {name} | {r['openness_corr']:.3f} | {r['bilabial_recall']:.3f} | {r['bilabial_precision']:.3f} "
@@ -341,19 +358,7 @@ def write_card(path: Path, rep: dict) -> None:
         lines.append(f"Two seeds: mean |head angle difference| {last['seed_head_diff_deg']:.2f} deg, "
                      f"jawOpen correlation between them {last['seed_jaw_corr']:.3f}.")
     if rep.get("harness"):
-        h = rep["harness"]
-        lines += ["", f"## Harness (benchmarks/harness.py, motion, held-out splits of `{rep['harness_data']}`)", "",
-                  "| generator | split | openness r | closure recall | closure precision | offset ms |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-        for gen in ("baseline", "backbone"):
-            for split, r in [("all", h[gen]["overall"])] + sorted(h[gen]["by_split"].items()):
-                lines.append(f"| {gen} | {split} | {r.get('corr')} | {r.get('closure_recall')} | "
-                             f"{r.get('closure_precision')} | {r.get('offset_ms')} |")
-        hb, he = h["backbone"]["head"]["generator"], h["backbone"]["head"]["data_engine"]
-        lines.append("")
-        lines.append("Head std / speed (deg, deg/s), backbone vs data engine: " + "; ".join(
-            f"{a} {hb[a]['std_deg']:.2f}/{hb[a]['speed_deg_s']:.2f} vs {he[a]['std_deg']:.2f}/{he[a]['speed_deg_s']:.2f}"
-            for a in ("yaw", "pitch", "roll")) + f"; blinks/min {hb['blinks_per_min']} vs {he['blinks_per_min']}.")
+        lines += _harness_lines(rep["harness"], rep["harness_data"])
     lines += ["", "## Limits", "", rep.get("limits", ""), ""]
     path.write_text("\n".join(lines))
 
@@ -375,7 +380,7 @@ def _cli_for_card(argv: list[str]) -> str:
     return " ".join(out)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m emote.engine.training.train_backbone", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", help="directory of the data engine's .npz shards (default: built-in espeak-ng data)")
@@ -417,15 +422,11 @@ def main(argv: list[str] | None = None) -> dict:
                     help="also score baseline and backbone with benchmarks/harness.py on this data engine set")
     ap.add_argument("--harness-utts", type=int, default=400)
     ap.add_argument("--smoke", action="store_true", help="tiny model and data, seconds (CI)")
-    args = ap.parse_args(argv)
-    if args.smoke:
-        args.clips, args.eval_clips, args.iters, args.distill_iters, args.pairs, args.batch = 6, 3, 30, 20, 256, 64
-        args.dim, args.layers = 32, 1
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    t_start = time.perf_counter()
-    log = lambda s: print(f"[{time.perf_counter() - t_start:6.0f} s] {s}", flush=True)  # noqa: E731
-    workers = 1 if args.smoke else 2
+    return ap
+
+
+def _load_data(args, workers: int) -> tuple[list, list, str]:
+    """(training clips, held-out clips, the model card's data paragraph) for the command line's data."""
     if args.data:
         if (Path(args.data) / "manifest.json").is_file():
             train = [c for c in D.load_shards(args.data, ("train",)) if not D.is_validation(c.uid)]
@@ -457,8 +458,12 @@ def main(argv: list[str] | None = None) -> dict:
                      f"espeak-ng's own phoneme timing (jaw by vowel height, p/b/m closures, rounding, "
                      f"spreading, f/v) with coarticulation, plus stochastic head/brow/blink/gaze processes "
                      f"driven by random per-clip controls.")
-    t_data = time.perf_counter() - t_start
-    log(f"data: {len(train)} train clips, {len(held)} held-out clips ({t_data:.0f} s)")
+    return train, held, data_note
+
+
+def _train_and_export(args, train: list, log) -> tuple[ModelConfig, int, dict, dict, float]:
+    """Teacher, distillation, ONNX export of the student to ``args.out`` and its check against torch.
+    Returns (config, parameters, teacher report, distillation report, ONNX max abs difference)."""
     cfg = ModelConfig(dim=args.dim, layers=args.layers, hop=args.hop, heads=4 if args.dim >= 64 else 2,
                       context=args.context, audio_layers=args.audio_layers, closure_head=args.closure_head,
                       lookahead=args.lookahead,
@@ -484,6 +489,24 @@ def main(argv: list[str] | None = None) -> dict:
     export_onnx(student, out, meta)
     diff = check_onnx(student, out)
     log(f"exported {out} ({out.stat().st_size / 1e6:.2f} MB); ONNX vs torch max abs diff {diff:.2e}")
+    return cfg, n_params, t_rep, d_rep, diff
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = _parser().parse_args(argv)
+    if args.smoke:
+        args.clips, args.eval_clips, args.iters, args.distill_iters, args.pairs, args.batch = 6, 3, 30, 20, 256, 64
+        args.dim, args.layers = 32, 1
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    t_start = time.perf_counter()
+    log = lambda s: print(f"[{time.perf_counter() - t_start:6.0f} s] {s}", flush=True)  # noqa: E731
+    workers = 1 if args.smoke else 2
+    train, held, data_note = _load_data(args, workers)
+    t_data = time.perf_counter() - t_start
+    log(f"data: {len(train)} train clips, {len(held)} held-out clips ({t_data:.0f} s)")
+    cfg, n_params, t_rep, d_rep, diff = _train_and_export(args, train, log)
+    out = Path(args.out)
     ev = evaluate(out, held, log=log)
     harness = None
     if args.harness:

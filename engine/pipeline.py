@@ -15,11 +15,10 @@ Frame i covers audio samples [i * spf, (i + 1) * spf) with spf = sample_rate_hz 
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 

@@ -160,15 +160,39 @@ def test_head_smoother_takes_a_time_constant_per_channel():
     j = head_jerk(y[100:, head[:3]])
     assert j[1] > 2.0 * j[0] and abs(j[2] - j[0]) < 0.3 * j[0]
     with pytest.raises(ConfigError, match="time constant"):
-        HeadSmoother(25.0, tau_s=[0.1, 0.0, 0.1, 0.1, 0.1, 0.1])
+        HeadSmoother(25.0, tau_s=[0.1, -0.01, 0.1, 0.1, 0.1, 0.1])
+    off = HeadSmoother(25.0, tau_s=0.0, start_ease_s=1e-9)(x, 1.0)       # 0: no low-pass at all
+    np.testing.assert_allclose(off[1:, head], x[1:, head], atol=1e-5)
+
+
+def test_head_notch_removes_chunk_flicker_and_keeps_slow_motion():
+    """The notch (x[n] + 2 x[n-1] + x[n-2]) / 4 zeroes a flicker that alternates every frame (a
+    2-frame-chunk sampler's) and passes a slow sway, one frame late; off by default."""
+    from emote.engine.backbone import HeadSmoother
+    n = 200
+    x = M.rest(n)
+    yaw = M.INDEX["headYaw_deg"]
+    sway = 3 * np.sin(2 * np.pi * 0.5 * np.arange(n) / 25.0)
+    x[:, yaw] += sway + 0.5 * (-1.0) ** np.arange(n)
+    y = HeadSmoother(25.0, tau_s=0.0, start_ease_s=1e-9, notch=True)(x, 1.0)[:, yaw]
+    np.testing.assert_allclose(y[3:], 0.5 * sway[2:-1] + 0.25 * (sway[3:] + sway[1:-2]), atol=1e-4)
+    assert np.abs(y[3:] - sway[2:-1]).max() < 0.05                        # the sway, a frame late
+    plain = HeadSmoother(25.0, tau_s=0.0, start_ease_s=1e-9)(x, 1.0)[:, yaw]
+    assert np.abs(plain[3:] - sway[3:]).max() > 0.45                      # without it the flicker stays
+    s = HeadSmoother(25.0, tau_s=0.0, start_ease_s=1e-9, notch=True)
+    halves = np.concatenate([s(x[:77], 1.0), s(x[77:], 1.0)])[:, yaw]     # batching changes nothing
+    np.testing.assert_allclose(halves, y, atol=1e-6)
 
 
 def test_head_tau_is_read_from_the_model(tmp_path):
     from emote.engine.backbone import HEAD_TAU_S
     from emote.engine.training.calibrate import write_gain
     a, b = _model_copies(tmp_path)
-    write_gain(str(b), 1.0, head_tau_s=[0.13, 0.04, 0.08, 0.13, 0.04, 0.03])
+    write_gain(str(b), 1.0, head_tau_s=[0.13, 0.04, 0.08, 0.13, 0.04, 0.03], head_notch=True)
     assert BackboneModel(b).head_tau_s.tolist() == [0.13, 0.04, 0.08, 0.13, 0.04, 0.03]
+    assert BackboneModel(b).head_notch and BackboneGenerator(BackboneSettings(), BackboneModel(b))._head.notch
+    write_gain(str(b), 1.0, head_notch=False)
+    assert not BackboneModel(b).head_notch
     ma = BackboneModel(a)
     assert ma.head_tau_s.shape == (len(M.HEAD),) and np.all(ma.head_tau_s > 0)
     assert HEAD_TAU_S == 0.1

@@ -29,16 +29,18 @@ def test_offline_smoothing_of_the_raw_output_is_the_runtime_head(rows):
         pytest.skip("engine/assets/backbone.onnx not built")
     model = BackboneModel()
     model.head_gain = np.ones(len(HEAD))
-    model.head_tau_s = np.array([0.08, 0.04, 0.065, 0.08, 0.04, 0.03])
-    g = BackboneGenerator(BackboneSettings(), model)
-    g.push(rows)
-    live = np.concatenate([g.pull(), g.finish()])
+    model.head_tau_s = np.array([0.08, 0.0, 0.065, 0.08, 0.04, 0.03])
     raw = C.raw_motion(model, rows)
-    assert raw.shape == live.shape
-    assert np.abs(raw[:, HEAD] - live[:, HEAD]).max() > 1e-3          # the smoother did something
-    off = C.smoothed_heads([(raw, raw)], model.head_tau_s)[0]
-    np.testing.assert_allclose(off, live[:, HEAD] - live[:, HEAD].mean(axis=0), atol=1e-4)
-    np.testing.assert_array_equal(raw[:, M.INDEX["jawOpen"]], live[:, M.INDEX["jawOpen"]])
+    for notch in (False, True):
+        model.head_notch = notch
+        g = BackboneGenerator(BackboneSettings(), model)
+        g.push(rows)
+        live = np.concatenate([g.pull(), g.finish()])
+        assert raw.shape == live.shape
+        assert np.abs(raw[:, HEAD] - live[:, HEAD]).max() > 1e-3          # the smoother did something
+        off = C.smoothed_heads([(raw, raw)], model.head_tau_s, notch=notch)[0]
+        np.testing.assert_allclose(off, live[:, HEAD] - live[:, HEAD].mean(axis=0), atol=1e-4)
+        np.testing.assert_array_equal(raw[:, M.INDEX["jawOpen"]], live[:, M.INDEX["jawOpen"]])
 
 
 def test_head_stats_measure_std_speed_and_roughness():

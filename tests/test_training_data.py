@@ -193,6 +193,26 @@ def test_augmentations_keep_length_and_timing():
         assert abs(int(np.argmax(c)) - 160) <= 2, aug          # no time shift (within 0.125 ms)
 
 
+def test_telephone_channel_is_narrow_band_8_bit_and_keeps_timing():
+    """variants.telephone: nothing left above 4 kHz, little below 300 Hz, mu-law's 256 levels at
+    8 kHz, the same length and no time shift, so the exact phone times still hold."""
+    from emote.engine.training import variants as VA
+    from emote.engine.training.build_data import _resample
+    syn = espeak.synthesize("Bob paid a pound for a pie.", "en-us")
+    x = _resample(syn.float_audio(), syn.sample_rate_hz)
+    y = VA.telephone(x, 16000, np.random.default_rng(3))
+    assert y.shape == x.shape and y.dtype == np.float32
+    spec = lambda a: np.abs(np.fft.rfft(a)) ** 2                        # noqa: E731
+    f = np.fft.rfftfreq(x.size, 1 / 16000)
+    sx, sy = spec(x), spec(y)
+    band = lambda s, lo, hi: s[(f >= lo) & (f < hi)].sum() / s[(f >= 500) & (f < 3000)].sum()   # noqa: E731
+    assert band(sx, 4500, 8000) > 1e-4 and band(sy, 4500, 8000) < 1e-3 * band(sx, 4500, 8000)
+    assert band(sy, 50, 150) < 0.1 * band(sx, 50, 150)
+    assert 10 ** (-12.5 / 20) < np.abs(y).max() < 1.0
+    c = np.correlate(x[2000 - 160:30000 + 160], y[2000:30000], "valid")
+    assert abs(int(np.argmax(c)) - 160) <= 2                             # no time shift
+
+
 def test_singing_keeps_phoneme_times_consistent():
     pytest.importorskip("parselmouth")
     from emote.engine.training import variants as VA

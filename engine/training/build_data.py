@@ -33,6 +33,7 @@ import math
 import os
 import sys
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -99,6 +100,7 @@ class BuildConfig:
     p_whisper: float = 0.07
     p_sing: float = 0.06
     p_augment: float = 0.35
+    p_telephone: float = 0.3           # espeak-ng and Festival speech through the telephone channel
     sentences_per_utt: tuple[int, int] = (1, 3)
     resume: bool = False               # keep shard files already written by an interrupted build
     words_per_sentence: tuple[int, int] = (4, 14)
@@ -175,14 +177,22 @@ def _resample(x: np.ndarray, sr: int) -> np.ndarray:
 
 
 def finish_utterance(meta: dict, clean16: np.ndarray, phones: list[espeak.Phone], style: TG.Style,
-                     rng: np.random.Generator, effort: float, augment_p: float, keep_audio: bool) -> Utterance:
-    """Augment (maybe), compute features and targets, pack an Utterance."""
+                     rng: np.random.Generator, effort: float, augment_p: float, keep_audio: bool,
+                     telephone_p: float = 0.0) -> Utterance:
+    """Augment (maybe: the microphone chain with probability ``augment_p``, or else the telephone
+    channel with ``telephone_p``, drawn first, from a generator seeded by the utterance id),
+    compute features and targets, pack an Utterance."""
     from . import variants as VA
 
     clean16 = _quantize(clean16)          # the stored int16 audio is exactly what features saw
     clean_feats = features_of(clean16)
     x = clean16
-    if rng.random() < augment_p:
+    trng = np.random.default_rng([zlib.crc32(meta["id"].encode()), 7])
+    if telephone_p > 0 and trng.random() < telephone_p:
+        x = _quantize(VA.telephone(clean16, SR, trng))
+        feats = features_of(x)
+        meta["augmentation"] = {"telephone": True}
+    elif rng.random() < augment_p:
         aug = VA.draw_augmentation(rng)
         x = _quantize(VA.augment(clean16, SR, aug, rng))
         feats = features_of(x)
@@ -277,7 +287,7 @@ def make_synthetic(job: dict, cfg: BuildConfig) -> Utterance:
         meta["variant_info"] = info
     style = speaker_style(spk.id, 0)
     keep = cfg.audio == "all" or (cfg.audio == "heldout" and job["split"] != "train")
-    return finish_utterance(meta, x16, phones, style, rng, effort, cfg.p_augment, keep)
+    return finish_utterance(meta, x16, phones, style, rng, effort, cfg.p_augment, keep, cfg.p_telephone)
 
 
 def make_utterance(job: dict, cfg: BuildConfig) -> Utterance | None:

@@ -9,10 +9,10 @@ model's 90th percentile of jawOpen over held-out utterances, ``head_gain`` per h
 harmonic mean of the gains that would match the data's standard deviation and its mean speed
 (:func:`head_gains`; after the runtime's head smoother, whose time constants ``head_tau_s`` are
 calibrated first: per channel the shortest that leaves the head no rougher than the data's,
-:func:`head_smoothing`). The model runs once (:func:`model_runs`, without its smoother); the
-smoothers are tried on its output offline. The runtime
-(engine.backbone) multiplies jawOpen and the head motion by them. Quantile maps (the model's
-quantiles onto the data's, monotone) restore the spread of mouthClose and of the eyelids
+:func:`head_smoothing`, after the smoother's chunk-flicker notch, ``head_notch``). The model
+runs once (:func:`model_runs`, without its smoother); the smoothers are tried on its output
+offline. The runtime (engine.backbone) multiplies jawOpen and the head motion by them. Quantile
+maps (the model's quantiles onto the data's, monotone) restore the spread of mouthClose and of the eyelids
 (``mouth_close_map``, ``blink_map``). A model with a closure head gets ``closure_threshold`` instead
 of the mouthClose map: the head's probability above which the lips are shut, chosen on the
 validation set for the best F2 of bilabial closure recall and precision among the thresholds that
@@ -87,15 +87,16 @@ class _Unsmoothed:
         pass
 
 
-def smoothed_heads(runs: list[tuple], head_tau_s, fps: float = 25.0) -> list[np.ndarray]:
-    """The runtime's head smoother (gain 1, the default head-motion amplitude) applied to each
-    run's head channels -> [(n, len(HEAD)) degrees / face widths, mean removed]."""
+def smoothed_heads(runs: list[tuple], head_tau_s, fps: float = 25.0, notch: bool = True) -> list[np.ndarray]:
+    """The runtime's head smoother (gain 1, the default head-motion amplitude; with its notch or
+    not) applied to each run's head channels -> [(n, len(HEAD)) degrees / face widths, mean
+    removed]."""
     from emote.engine.backbone import CONTROLS, HeadSmoother
     amp = CONTROLS["head_motion_amplitude"][2]
     idx = M.idx(*M.HEAD)
     out = []
     for m, _ in runs:
-        h = HeadSmoother(fps, tau_s=head_tau_s)(m, amp)[:, idx].astype(np.float64)
+        h = HeadSmoother(fps, tau_s=head_tau_s, notch=notch)(m, amp)[:, idx].astype(np.float64)
         out.append(h - h.mean(axis=0))
     return out
 
@@ -123,7 +124,8 @@ def head_gains(model: dict, data: dict) -> np.ndarray:
     return np.where(live, np.clip(2.0 / np.maximum(ratio, 1e-9), 0.5, 4.0), 1.0)
 
 
-def articulation_gain(runs: list[tuple], head_tau_s, quantile: float = 90.0, fps: float = 25.0) -> dict:
+def articulation_gain(runs: list[tuple], head_tau_s, quantile: float = 90.0, fps: float = 25.0,
+                      notch: bool = True) -> dict:
     """From :func:`model_runs`' output: the articulation gain (the data's over the model's
     ``quantile`` of jawOpen), the head gains (:func:`head_gains`, after the smoother with time
     constants ``head_tau_s``) and the mouthClose and eyelid quantile maps."""
@@ -132,7 +134,7 @@ def articulation_gain(runs: list[tuple], head_tau_s, quantile: float = 90.0, fps
     ref = np.concatenate([t[:, j] for _, t in runs])
     p, r = np.percentile(pred, quantile), np.percentile(ref, quantile)
     head = M.idx(*M.HEAD)
-    hm = head_stats(smoothed_heads(runs, head_tau_s, fps), fps)
+    hm = head_stats(smoothed_heads(runs, head_tau_s, fps, notch), fps)
     hd = head_stats([t[:, head] - t[:, head].mean(axis=0) for _, t in runs], fps)
     cat = lambda k, which: np.concatenate([(m if which == 0 else t)[:, k] for m, t in runs])  # noqa: E731
     rnd = lambda xs, d=4: [round(float(x), d) for x in xs]  # noqa: E731
@@ -150,12 +152,13 @@ def head_jerk(head: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean(np.diff(np.asarray(head, np.float64), 2, axis=0) ** 2, axis=0))
 
 
-#: time constants (s) the head smoother's calibration tries, shortest first
-HEAD_TAUS_S = (0.03, 0.04, 0.05, 0.065, 0.08, 0.1, 0.13)
+#: time constants (s) the head smoother's calibration tries, shortest first (0: the notch alone)
+HEAD_TAUS_S = (0.0, 0.03, 0.04, 0.05, 0.065, 0.08, 0.1, 0.13)
 
 
-def head_smoothing(runs: list[tuple], fps: float = 25.0) -> list[float]:
-    """Per head channel, the shortest time constant of HEAD_TAUS_S at which the model's head (of
+def head_smoothing(runs: list[tuple], fps: float = 25.0, notch: bool = True) -> list[float]:
+    """Per head channel, the shortest time constant of HEAD_TAUS_S (after the smoother's notch,
+    unless ``notch`` is False: then 0 is skipped) at which the model's head (of
     :func:`model_runs`) is no rougher than the data's: the RMS of its second difference,
     relative to its std (so that the head gain, applied after, does not change it), at most the
     data's. Longer ones leave the head slower than the data's; shorter ones let the few-step
@@ -164,8 +167,8 @@ def head_smoothing(runs: list[tuple], fps: float = 25.0) -> list[float]:
     data_jerk = head_stats([t[:, head] - t[:, head].mean(axis=0) for _, t in runs], fps)["jerk"]
     best = np.full(len(head), HEAD_TAUS_S[-1])
     done = np.zeros(len(head), bool)
-    for tau in HEAD_TAUS_S:
-        ok = (head_stats(smoothed_heads(runs, tau, fps), fps)["jerk"] <= data_jerk) & ~done
+    for tau in HEAD_TAUS_S if notch else HEAD_TAUS_S[1:]:
+        ok = (head_stats(smoothed_heads(runs, tau, fps, notch), fps)["jerk"] <= data_jerk) & ~done
         best[ok], done[ok] = tau, True
     return [float(t) for t in best]
 
@@ -258,10 +261,11 @@ def close_map(pred: np.ndarray, ref: np.ndarray) -> list[list[float]]:
 
 def write_gain(model_path: str, gain: float, head_gain: list[float] | None = None,
                close: list[list[float]] | None = None, closure_threshold: float | None = None,
-               blink: list[list[float]] | None = None, head_tau_s: list[float] | None = None) -> None:
+               blink: list[list[float]] | None = None, head_tau_s: list[float] | None = None,
+               head_notch: bool | None = None) -> None:
     """Set ``articulation_gain`` (and ``head_gain``, ``mouth_close_map``, ``closure_threshold``,
-    ``blink_map``, ``head_tau_s``) in the model's emote_backbone metadata (in place); a map not
-    given is removed."""
+    ``blink_map``, ``head_tau_s``, ``head_notch``) in the model's emote_backbone metadata (in
+    place); a map not given is removed."""
     import onnx
     m = onnx.load(model_path)
     for prop in m.metadata_props:
@@ -272,6 +276,8 @@ def write_gain(model_path: str, gain: float, head_gain: list[float] | None = Non
                 info["head_gain"] = [float(g) for g in head_gain]
             if head_tau_s is not None:
                 info["head_tau_s"] = [float(t) for t in head_tau_s]
+            if head_notch is not None:
+                info["head_notch"] = bool(head_notch)
             if close is not None:
                 info["mouth_close_map"] = close
             else:
@@ -305,10 +311,13 @@ def main(argv: list[str] | None = None) -> int:
                          "(default), or the held-out splits (how models without a validation set were calibrated)")
     ap.add_argument("--head-tau", type=float, default=None, metavar="S",
                     help="one head-smoother time constant for every channel (default: calibrated per channel)")
+    ap.add_argument("--no-head-notch", action="store_true",
+                    help="no chunk-flicker notch before the head's low-pass (how models before session 7 ran)")
     a = ap.parse_args(argv)
+    notch = not a.no_head_notch
     runs = model_runs(a.model, a.data, a.max_utts, a.split)
-    taus = head_smoothing(runs) if a.head_tau is None else [a.head_tau] * len(M.HEAD)
-    res = articulation_gain(runs, taus)
+    taus = head_smoothing(runs, notch=notch) if a.head_tau is None else [a.head_tau] * len(M.HEAD)
+    res = articulation_gain(runs, taus, notch=notch)
     thr = None
     from emote.engine.backbone import BackboneModel
     if BackboneModel(a.model).has_closure:            # a closure head replaces the close map
@@ -319,8 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(res))
     if not a.dry_run:
         write_gain(a.model, res["gain"], res["head_gain"], None if a.no_close_map else res["close_map"], thr,
-                   None if a.no_blink_map else res["blink_map"], taus)
-        print(f"wrote articulation_gain {res['gain']}, head_gain {res['head_gain']}, head_tau_s {taus}"
+                   None if a.no_blink_map else res["blink_map"], taus, notch)
+        print(f"wrote articulation_gain {res['gain']}, head_gain {res['head_gain']}, head_tau_s {taus}, "
+              f"head_notch {notch}"
               f"{'' if a.no_close_map else ', mouth_close_map'}"
               f"{'' if thr is None else f', closure_threshold {thr}'} into {a.model}")
     return 0

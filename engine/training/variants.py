@@ -7,6 +7,8 @@ All of them keep the phoneme times true for the audio they return:
   by Praat's overlap-add resynthesis (praat-parselmouth). The phoneme times are mapped through
   the same duration tier Praat applies (the integral of the piecewise-linear relative duration).
 * rapid speech, whisper: done at synthesis (espeak-ng rate, the "whisper" variants): exact.
+* :func:`telephone`: a narrow-band telephone channel (300-3400 Hz, 8 kHz, G.711 mu-law), as the
+  real voices' recordings (Asterisk's prompts) came through: exact-labelled speech in their band.
 * :func:`augment`: gain, band limits, room reverb (synthetic exponentially decaying impulse
   response, direct path at 0), additive noise (white, pink, brown, hum) at 0-30 dB SNR, source
   sample rate (8/16/48 kHz round trip), Opus round trip through PyAV (Ogg: pre-skip handled,
@@ -25,7 +27,7 @@ from scipy import signal
 from . import visemes as V
 from .espeak import Phone
 
-__all__ = ["sing", "augment", "Augmentation", "draw_augmentation", "warp_phones"]
+__all__ = ["sing", "augment", "Augmentation", "draw_augmentation", "warp_phones", "telephone"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,6 +164,33 @@ def draw_augmentation(rng: np.random.Generator) -> Augmentation:
     if u[5] < 0.25:
         a.opus_kbps = int(rng.choice([12, 16, 24, 32, 64]))
     return a
+
+
+#: G.711's mu
+MU_LAW = 255.0
+
+
+def telephone(x: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """float32 mono ``x`` at ``sr`` through a narrow-band telephone channel -> float32 at ``sr``,
+    same length and timing: a 300-3400 Hz band-pass (zero-phase Butterworth), sampled at 8 kHz,
+    scaled to a peak drawn in -12..-1 dBFS and companded with G.711's mu-law to 8 bits (256
+    levels), then back to ``sr``. Nothing above 4 kHz is left, as in the real telephone prompts."""
+    import soxr
+
+    y = np.asarray(x, np.float64)
+    n = y.size
+    if n == 0:
+        return np.zeros(0, np.float32)
+    hi = min(3400.0, 0.45 * sr)
+    y = signal.sosfiltfilt(signal.butter(4, [300.0, hi], "bandpass", fs=sr, output="sos"), y)
+    z = soxr.resample(y.astype(np.float32), sr, 8000).astype(np.float64)
+    z *= 10 ** (rng.uniform(-12.0, -1.0) / 20) / (np.max(np.abs(z)) + 1e-9)
+    c = np.sign(z) * np.log1p(MU_LAW * np.abs(z)) / np.log1p(MU_LAW)        # compand
+    c = np.round(c * 127.5) / 127.5                                          # 8 bits
+    z = np.sign(c) * np.expm1(np.abs(c) * np.log1p(MU_LAW)) / MU_LAW         # expand
+    out = soxr.resample(z.astype(np.float32), 8000, sr)
+    out = out[:n] if out.size >= n else np.pad(out, (0, n - out.size))
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
 def _colored_noise(kind: str, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:

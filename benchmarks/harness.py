@@ -402,7 +402,7 @@ def plot(result: dict, path: Path) -> None:
     if result["rendered"]:
         rp = result["rendered"]["per_language"]
         a.bar(x + 0.2, [rp.get(l, {}).get("corr", np.nan) for l in langs], 0.4, label="rendered video")
-    a.set_xticks(x, langs)
+    a.set_xticks(x, langs, rotation=90, fontsize=6)
     a.set_ylim(-0.1, 1)
     a.axhline(0, color="k", lw=0.5)
     a.set_title("mouth-openness correlation with the reference, per language")
@@ -451,17 +451,20 @@ def plot(result: dict, path: Path) -> None:
     hg, hd = result["head"]["generator"], result["head"]["data_engine"]
     names = ["yaw", "pitch", "roll"]
     x = np.arange(3)
-    a.bar(x - 0.3, [hg[n]["std_deg"] for n in names], 0.2, label=f"{gen} std (deg)")
-    a.bar(x - 0.1, [hd[n]["std_deg"] for n in names], 0.2, label="data std (deg)")
-    a.bar(x + 0.1, [hg[n]["speed_deg_s"] for n in names], 0.2, label=f"{gen} speed (deg/s)")
-    a.bar(x + 0.3, [hd[n]["speed_deg_s"] for n in names], 0.2, label="data speed (deg/s)")
+    ht = result["head"].get("data_engine_train", hd)
+    bars = [(hg, "std_deg", f"{gen} std (deg)"), (hd, "std_deg", "held-out data std"),
+            (ht, "std_deg", "train-split data std"), (hg, "speed_deg_s", f"{gen} speed (deg/s)"),
+            (hd, "speed_deg_s", "held-out data speed"), (ht, "speed_deg_s", "train-split data speed")]
+    for k, (src, key, label) in enumerate(bars):
+        a.bar(x + (k - 2.5) * 0.14, [src[n][key] for n in names], 0.14, label=label)
     a.set_xticks(x, names)
     a.set_title("head motion")
     a.legend(fontsize=8)
     # 6 blinks + summary text
     a = ax[1, 2]
-    a.bar([0, 1], [hg["blinks_per_min"], hd["blinks_per_min"]], color=["C0", "C1"])
-    a.set_xticks([0, 1], [gen, "data engine"])
+    ht = result["head"].get("data_engine_train", hd)
+    a.bar([0, 1, 2], [hg["blinks_per_min"], hd["blinks_per_min"], ht["blinks_per_min"]], color=["C0", "C1", "C2"])
+    a.set_xticks([0, 1, 2], [gen, "held-out data", "train-split data"])
     a.set_title("blink rate (per minute)")
     mo = result["motion"]["overall"]
     txt = [f"motion: r={mo['corr']:.2f}  recall={mo['closure_recall']}  precision={mo['closure_precision']}  "

@@ -130,6 +130,10 @@ def _open(path: str | os.PathLike) -> tuple[av.container.InputContainer, av.audi
         container.close()
         raise AudioError(f"no audio stream in {p}: {_USE_AUDIO}")
     stream = container.streams.audio[0]
+    if stream.codec_context is None:                     # e.g. a WAV header with 0 bits per sample
+        container.close()
+        raise AudioError(f"no decoder for the audio stream of {p} (damaged header or unsupported codec): "
+                         f"{_USE_AUDIO}")
     rate = int(stream.codec_context.sample_rate or stream.rate or 0)
     if rate and not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
         container.close()

@@ -412,6 +412,18 @@ def test_wav_with_absurd_sample_rate_is_rejected(tmp_path, seed_audio, rate_hz):
         iter_audio(path)                                      # fails at open, before decoding anything
 
 
+def test_fuzz_found_wav_with_zero_bits_per_sample_is_rejected(tmp_path, seed_audio):
+    """The fuzzer's find: a WAV whose fmt chunk says 0 bits per sample opens with no codec
+    context at all; that is a clear AudioError, not an AttributeError."""
+    data = bytearray(seed_audio["tone.wav"])
+    assert data[:4] == b"RIFF" and data[12:16] == b"fmt "
+    data[34] = 0                                            # fmt chunk: bits per sample 16 -> 0
+    path = tmp_path / "zero_bits.wav"
+    path.write_bytes(bytes(data))
+    with pytest.raises(AudioError, match="damaged|decoder|not a readable"):
+        load_audio(path)
+
+
 def _wav_with_channels(path, channels: int) -> None:
     x = (np.random.default_rng(channels).standard_normal((SR // 2, channels)) * 3000).astype(np.int16)
     wavfile.write(path, SR, x)

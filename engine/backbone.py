@@ -201,8 +201,9 @@ class BackboneModel:
         #: jawOpen gain that matches the model's spread of openness to its data's (a few-step sampler
         #: under-articulates: it pulls towards the mean); calibrated after training, 1 if absent.
         self.articulation_gain = float(m.get("articulation_gain", 1.0))
-        #: per head channel (engine.motion's "head" group, in order): the data's std / the model's,
-        #: after the head smoother (the sampler shrinks head motion too); 1 if absent.
+        #: per head channel (engine.motion's "head" group, in order): the gain after the head
+        #: smoother that brings the model's std and speed to the data's (the sampler shrinks head
+        #: motion too; engine.training.calibrate.head_gains); 1 if absent.
         self.head_gain = np.asarray(m.get("head_gain", [1.0] * len(M.HEAD)), np.float64)
         #: per head channel: the head smoother's time constant (s), calibrated as the least smoothing
         #: that leaves the head no rougher than the data's (HeadSmoother); 0.1 s if absent.
@@ -284,8 +285,7 @@ class HeadSmoother:
         tau = np.broadcast_to(np.asarray(tau_s, np.float64), (len(self.idx),))
         if np.any(tau < 0) or not np.all(np.isfinite(tau)):
             raise ConfigError(f"HeadSmoother tau_s={tau_s!r}: every time constant must be >= 0 (0: no low-pass)")
-        with np.errstate(divide="ignore"):
-            self.alpha = np.where(tau > 0, 1.0 - np.exp(-1.0 / (fps * np.maximum(tau, 1e-12))), 1.0)
+        self.alpha = 1.0 - np.exp(-1.0 / (fps * np.maximum(tau, 1e-12)))    # tau 0: alpha 1, no low-pass
         self.notch = bool(notch)
         self.state: np.ndarray | None = None
         self.past: np.ndarray | None = None      # the notch's last two inputs (2, k)

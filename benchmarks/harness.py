@@ -330,8 +330,7 @@ def evaluate(generator: str, data: str, max_utts: int = 400, render: int = 12, s
             for split, per_split in zip(splits, quota):
                 if per_split <= 0:
                     continue
-                ids = [u.id for u in ds.utterances(split=split, with_audio=False,
-                                                   where=lambda m: 3.0 <= m["duration_s"] <= 12.0)]
+                ids = [m["id"] for m in ds.metas(split) if 3.0 <= m["duration_s"] <= 12.0]
                 step = max(1.0, len(ids) / per_split)           # evenly spread over the split
                 pick = {ids[int(i * step)] for i in range(min(per_split, len(ids)))}
                 for u in ds.utterances(split=split, where=lambda m: m["id"] in pick):
@@ -378,7 +377,7 @@ def evaluate(generator: str, data: str, max_utts: int = 400, render: int = 12, s
 
 def train_targets(ds, n: int) -> list[np.ndarray]:
     """The targets (motion rows) of ``n`` train-split utterances of dataset ``ds``, evenly spread."""
-    ids = [u.id for u in ds.utterances(split="train", with_audio=False)]
+    ids = [m["id"] for m in ds.metas("train")]
     pick = {ids[int(i * len(ids) / n)] for i in range(min(n, len(ids)))}
     return [u.targets for u in ds.utterances(split="train", with_audio=False, where=lambda m: m["id"] in pick)]
 
@@ -462,7 +461,6 @@ def plot(result: dict, path: Path) -> None:
     a.legend(fontsize=8)
     # 6 blinks + summary text
     a = ax[1, 2]
-    ht = result["head"].get("data_engine_train", hd)
     a.bar([0, 1, 2], [hg["blinks_per_min"], hd["blinks_per_min"], ht["blinks_per_min"]], color=["C0", "C1", "C2"])
     a.set_xticks([0, 1, 2], [gen, "held-out data", "train-split data"])
     a.set_title("blink rate (per minute)")

@@ -288,11 +288,12 @@ class HeadSmoother:
         self.alpha = 1.0 - np.exp(-1.0 / (fps * np.maximum(tau, 1e-12)))    # tau 0: alpha 1, no low-pass
         self.notch = bool(notch)
         self.state: np.ndarray | None = None
-        self.past: np.ndarray | None = None      # the notch's last two inputs (2, k)
+        self.x1: np.ndarray | None = None        # the notch's last input
+        self.x2: np.ndarray | None = None        # and the one before it
 
     def reset(self) -> None:
         self.state = None
-        self.past = None
+        self.x1 = self.x2 = None
         self.n = 0
 
     def __call__(self, motion: np.ndarray, amplitude: float) -> np.ndarray:
@@ -301,8 +302,9 @@ class HeadSmoother:
         for i in range(len(motion)):
             x = motion[i, self.idx] - self.rest
             if self.notch:
-                p = np.stack([x, x]) if self.past is None else self.past
-                x, self.past = 0.25 * (x + 2.0 * p[1] + p[0]), np.stack([p[1], x])
+                if self.x1 is None:
+                    self.x1 = self.x2 = x
+                x, self.x1, self.x2 = 0.25 * (x + 2.0 * self.x1 + self.x2), x, self.x1
             self.state = x if self.state is None else self.state + self.alpha * (x - self.state)
             e = min(1.0, self.n / self.ease_frames)
             ease = e * e * (3.0 - 2.0 * e)             # smoothstep: a new stream starts at the photo's pose

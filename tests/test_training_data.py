@@ -255,6 +255,8 @@ def test_tiny_build_manifest_and_shards(tiny):
     assert {u.meta["split"] for u in utts} == {"train", "heldout_language"} | (
         {"heldout_speaker"} if any(u.meta["split"] == "heldout_speaker" for u in utts) else set())
     assert all(u.meta["language"] == "it" for u in utts if u.meta["split"] == "heldout_language")
+    assert [mt["id"] for mt in ds.metas()] == [u.id for u in utts]          # metadata alone, same order
+    assert [mt["id"] for mt in ds.metas("train")] == [u.id for u in ds.utterances(split="train")]
     for u in utts:
         assert u.features.shape == (u.meta["frames"], len(ds.feature_names))
         assert u.targets.shape == (u.meta["frames"], M.NUM_CHANNELS)

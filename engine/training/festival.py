@@ -367,5 +367,4 @@ def make_festival(job: dict, cfg):
     style = speaker_style(job["speaker"], 0)
     effort = float(rng.uniform(0.9, 1.1))
     keep = cfg.audio == "all" or (cfg.audio == "heldout" and job["split"] != "train")
-    return finish_utterance(meta, x16, phones, style, rng, effort, cfg.p_augment, keep,
-                            getattr(cfg, "p_telephone", 0.0))
+    return finish_utterance(meta, x16, phones, style, rng, effort, cfg.p_augment, keep, cfg.p_telephone)

@@ -118,6 +118,15 @@ class Dataset:
     def shard_files(self) -> list[Path]:
         return [self.root / s["file"] for s in self.manifest["shards"]]
 
+    def metas(self, split: str | None = None) -> Iterator[dict]:
+        """The utterances' metadata (dicts), in order, of one split or all; reads only each
+        shard's metadata, not its arrays."""
+        for entry in self.manifest["shards"]:
+            if split is not None and "splits" in entry and split not in entry["splits"]:
+                continue
+            with np.load(self.root / entry["file"], allow_pickle=False) as z:
+                yield from (m for m in json.loads(str(z["meta"])) if split is None or m["split"] == split)
+
     def utterances(self, split: str | None = None, language: str | None = None,
                    with_audio: bool = True, where=None) -> Iterator[Utterance]:
         for entry in self.manifest["shards"]:

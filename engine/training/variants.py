@@ -166,6 +166,11 @@ def draw_augmentation(rng: np.random.Generator) -> Augmentation:
     return a
 
 
+def _to_length(y: np.ndarray, n: int) -> np.ndarray:
+    """``y`` cut or zero-padded at its end to ``n`` samples (after a resampling round trip)."""
+    return y[:n] if y.size >= n else np.pad(y, (0, n - y.size))
+
+
 #: G.711's mu
 MU_LAW = 255.0
 
@@ -189,8 +194,7 @@ def telephone(x: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
     c = np.round(c * 127.5) / 127.5                                          # 8 bits
     z = np.sign(c) * np.expm1(np.abs(c) * np.log1p(MU_LAW)) / MU_LAW         # expand
     out = soxr.resample(z.astype(np.float32), 8000, sr)
-    out = out[:n] if out.size >= n else np.pad(out, (0, n - out.size))
-    return np.clip(out, -1.0, 1.0).astype(np.float32)
+    return np.clip(_to_length(out, n), -1.0, 1.0).astype(np.float32)
 
 
 def _colored_noise(kind: str, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
@@ -242,7 +246,7 @@ def opus_round_trip(x: np.ndarray, sr: int, kbps: int) -> np.ndarray:
     with av.open(buf, "r") as inp:
         dec = np.concatenate([f.to_ndarray()[0] for f in inp.decode(inp.streams.audio[0])])
     z = soxr.resample(dec.astype(np.float32), 48000, sr).astype(np.float32)
-    return z[: x.size] if z.size >= x.size else np.pad(z, (0, x.size - z.size))
+    return _to_length(z, x.size)
 
 
 def augment(x: np.ndarray, sr: int, aug: Augmentation, rng: np.random.Generator) -> np.ndarray:
@@ -268,7 +272,7 @@ def augment(x: np.ndarray, sr: int, aug: Augmentation, rng: np.random.Generator)
     if aug.source_rate_hz and aug.source_rate_hz != sr:
         z = soxr.resample(y, sr, aug.source_rate_hz)
         y = soxr.resample(z, aug.source_rate_hz, sr).astype(np.float32)
-        y = y[:n] if y.size >= n else np.pad(y, (0, n - y.size))
+        y = _to_length(y, n)
     if aug.opus_kbps:
         y = opus_round_trip(y, sr, aug.opus_kbps)
     return np.clip(y, -1.0, 1.0).astype(np.float32)

@@ -29,6 +29,10 @@ embedded astronaut portrait, lips re-detected by the face landmarker on every fr
   those of a few random draws, which no model can infer from the audio; the train split's are
   the population's, what a model of the audio alone can match.
 
+``--render-reference`` also renders the data engine's own motion of the same utterances (Replay)
+and scores it the same way (``rendered_reference``): the rendered ceiling, what the renderer and
+the landmarker's re-detection lose on their own.
+
 Writes ``harness_<generator>.json`` and ``harness_<generator>.png`` into ``--out``.
 """
 from __future__ import annotations
@@ -251,17 +255,49 @@ def run_generator(name: str, features: np.ndarray, fps: float, seed: int) -> np.
     return out
 
 
-def render_apertures(generator: str, audio: np.ndarray, size: int, seed: int, cache_dir: str) -> tuple[np.ndarray, float]:
+class Replay:
+    """A motion generator (engine.generator.MotionGenerator's interface) that plays given motion
+    rows (n, C) back, one per feature row pushed (the last row held past the end): the data
+    engine's reference motion through the same renderer and landmarker as a generator's, which
+    scores what the rendering and the re-detection alone lose (the rendered ceiling)."""
+
+    lookahead_frames = 0
+
+    def __init__(self, motion: np.ndarray, fps: float) -> None:
+        self.motion, self.fps = np.asarray(motion, np.float32), float(fps)
+        self.reset()
+
+    def reset(self, seed: int | None = None) -> None:
+        self.pushed = self.sent = 0
+
+    def push(self, features: np.ndarray) -> None:
+        self.pushed += len(features)
+
+    def pull(self) -> np.ndarray:
+        idx = np.minimum(np.arange(self.sent, self.pushed), len(self.motion) - 1)
+        self.sent = self.pushed
+        return self.motion[idx]
+
+    finish = pull
+
+    def set_controls(self, **controls: float) -> None:
+        pass
+
+
+def render_apertures(generator, audio: np.ndarray, size: int, seed: int, cache_dir: str) -> tuple[np.ndarray, float]:
     """Frames of the pipeline (astronaut portrait) for this audio -> inner-lip aperture per frame
-    (NaN where no face is found), and the photo's own aperture."""
+    (NaN where no face is found), and the photo's own aperture. ``generator``: a registry name,
+    or a generator object (Replay)."""
     from emote.engine import landmarks as L
     from emote.engine.avatar import AvatarSettings, prepare
     from emote.engine.pipeline import PipelineSettings, PortraitPipeline
     from emote.engine.resources import default_portrait_path
 
-    settings = PipelineSettings(size_px=size, seed=seed, generator=generator, cache_dir=cache_dir)
+    named = isinstance(generator, str)
+    settings = PipelineSettings(size_px=size, seed=seed, cache_dir=cache_dir,
+                                **({"generator": generator} if named else {}))
     avatar = prepare(default_portrait_path(), AvatarSettings(size_px=size), cache_dir=cache_dir)
-    pipe = PortraitPipeline(avatar, settings)
+    pipe = PortraitPipeline(avatar, settings, generator=None if named else generator)
     lm = L.shared_landmarker()
     rest = L.inner_lip_aperture(lm.detect_one(avatar.image).points)
     ap = []
@@ -278,18 +314,57 @@ def render_apertures(generator: str, audio: np.ndarray, size: int, seed: int, ca
     return np.asarray(ap, np.float64), float(rest)
 
 
+def rendered_subset(ds, generator: str, splits: tuple[str, ...], render: int, size: int, seed: int,
+                    reference: bool = False, progress: bool = True) -> tuple[dict, list[str], dict]:
+    """Render ``render`` held-out utterances (evenly spread over ``splits``, 3-12 s) with
+    ``generator`` and score their re-detected lips; with ``reference`` also the data engine's
+    motion of the same utterances (Replay). Returns ({"generator": Accumulator, "reference":
+    Accumulator or None}, rendered ids, {id: apertures})."""
+    fps = float(ds.manifest["fps"])
+    acc = {"generator": Accumulator(fps), "reference": Accumulator(fps) if reference else None}
+    ids_done, apertures = [], {}
+    quota = [render // len(splits) + (1 if i < render % len(splits) else 0) for i in range(len(splits))]
+    with tempfile.TemporaryDirectory() as cache:
+        for split, per_split in zip(splits, quota):
+            if per_split <= 0:
+                continue
+            ids = [m["id"] for m in ds.metas(split) if 3.0 <= m["duration_s"] <= 12.0]
+            step = max(1.0, len(ids) / per_split)           # evenly spread over the split
+            pick = {ids[int(i * step)] for i in range(min(per_split, len(ids)))}
+            for u in ds.utterances(split=split, where=lambda m: m["id"] in pick):
+                if u.audio is None:
+                    continue
+                n = u.features.shape[0]
+                ph = u.phonemes
+                sp, bil, ro = speech_frames(ph, n, fps), bilabial_frames(ph, n, fps), openness(u.targets)
+                for key, gen in (("generator", generator), ("reference", Replay(u.targets, fps))):
+                    if acc[key] is None:
+                        continue
+                    ap, rest = render_apertures(gen, u.float_audio(), size, seed, cache)
+                    ap = ap[:n] - rest
+                    valid = np.isfinite(ap)
+                    closed = closed_mask(np.where(valid, ap, 0.0), sp & valid, 0.01)
+                    acc[key].add(u.meta["language"], ap, ro, closed, sp, bil)
+                    if key == "generator":
+                        apertures[u.id] = ap
+                ids_done.append(u.id)
+                if progress:
+                    print(f"  rendered {u.id} ({n} frames)", file=sys.stderr)
+    return acc, ids_done, apertures
+
+
 # --------------------------------------------------------------------------------------------
 # the harness
 # --------------------------------------------------------------------------------------------
 
 def evaluate(generator: str, data: str, max_utts: int = 400, render: int = 12, size: int = 256, seed: int = 0,
-             splits: tuple[str, ...] = HELDOUT, progress: bool = True) -> dict:
+             splits: tuple[str, ...] = HELDOUT, progress: bool = True, render_reference: bool = False) -> dict:
     from emote.engine.training.shards import open_dataset
 
     t0 = time.perf_counter()
     ds = open_dataset(data)
     fps = float(ds.manifest["fps"])
-    motion_acc, ref_acc, video_acc = Accumulator(fps), Accumulator(fps), Accumulator(fps)
+    motion_acc, ref_acc = Accumulator(fps), Accumulator(fps)
     gen_motions, ref_motions = [], []
     sung: list[tuple[np.ndarray, np.ndarray]] = []
     by_split: dict[str, Accumulator] = {s: Accumulator(fps) for s in splits}
@@ -322,35 +397,11 @@ def evaluate(generator: str, data: str, max_utts: int = 400, render: int = 12, s
             example = {"id": u.id, "ref": ro, "pred": po, "bilabials": bil}
         if progress and k % 50 == 0:
             print(f"  motion {k}/{len(chosen)}", file=sys.stderr)
-    # rendered subset
-    rendered_ids = []
-    if render > 0:
-        quota = [render // len(splits) + (1 if i < render % len(splits) else 0) for i in range(len(splits))]
-        with tempfile.TemporaryDirectory() as cache:
-            for split, per_split in zip(splits, quota):
-                if per_split <= 0:
-                    continue
-                ids = [m["id"] for m in ds.metas(split) if 3.0 <= m["duration_s"] <= 12.0]
-                step = max(1.0, len(ids) / per_split)           # evenly spread over the split
-                pick = {ids[int(i * step)] for i in range(min(per_split, len(ids)))}
-                for u in ds.utterances(split=split, where=lambda m: m["id"] in pick):
-                    if u.audio is None:
-                        continue
-                    n = u.features.shape[0]
-                    ap, rest = render_apertures(generator, u.float_audio(), size, seed, cache)
-                    ap = ap[:n] - rest
-                    ph = u.phonemes
-                    sp = speech_frames(ph, n, fps)
-                    bil = bilabial_frames(ph, n, fps)
-                    ro = openness(u.targets)
-                    valid = np.isfinite(ap)
-                    closed = closed_mask(np.where(valid, ap, 0.0), sp & valid, 0.01)
-                    video_acc.add(u.meta["language"], ap, ro, closed, sp, bil)
-                    rendered_ids.append(u.id)
-                    if example is not None and "video" not in example and u.id == example["id"]:
-                        example["video"] = ap
-                    if progress:
-                        print(f"  rendered {u.id} ({n} frames)", file=sys.stderr)
+    rendered, rendered_ids, apertures = rendered_subset(ds, generator, splits, render, size, seed,
+                                                        render_reference, progress) if render > 0 else ({}, [], {})
+    if example is not None and example["id"] in apertures:
+        example["video"] = apertures[example["id"]]
+    video_acc, ref_video = rendered.get("generator"), rendered.get("reference")
     result = {
         "generator": generator,
         "data": str(Path(data).resolve()),
@@ -360,7 +411,8 @@ def evaluate(generator: str, data: str, max_utts: int = 400, render: int = 12, s
         "motion": motion_acc.summary(),
         "motion_by_split": {s: a.summary()["overall"] for s, a in by_split.items() if a.per},
         "reference_self_check": ref_acc.summary()["overall"],
-        "rendered": video_acc.summary() if video_acc.per else None,
+        "rendered": video_acc.summary() if video_acc is not None and video_acc.per else None,
+        "rendered_reference": ref_video.summary()["overall"] if ref_video is not None and ref_video.per else None,
         "rendered_utterances": rendered_ids,
         "render_size_px": size,
         "head": {"generator": head_stats(gen_motions, fps), "data_engine": head_stats(ref_motions, fps),
@@ -486,6 +538,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--render", type=int, default=12, help="held-out utterances rendered and re-detected (0: none)")
     ap.add_argument("--size", type=int, default=256, help="render size (px)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--render-reference", action="store_true",
+                    help="also render the data engine's own motion of the rendered utterances and score it "
+                         "(the rendered ceiling: what rendering and re-detection lose; doubles the render time)")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     from emote.engine.generator import available_generators
@@ -496,7 +551,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no data set in {a.data}: building it with the defaults (python -m emote.engine.training.build_data "
               f"--out {a.data})", file=sys.stderr)
         build(BuildConfig(out=a.data), progress=not a.quiet)
-    res = evaluate(a.generator, a.data, a.max_utts, a.render, a.size, a.seed, progress=not a.quiet)
+    res = evaluate(a.generator, a.data, a.max_utts, a.render, a.size, a.seed, progress=not a.quiet,
+                   render_reference=a.render_reference)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     png = out / f"harness_{a.generator}.png"
@@ -511,6 +567,10 @@ def main(argv: list[str] | None = None) -> int:
         ro = res["rendered"]["overall"]
         print(f"{a.generator}: video   corr {ro['corr']:.3f}, closure recall {ro['closure_recall']} "
               f"precision {ro['closure_precision']}, offset {ro['offset_ms']} ms")
+    if res["rendered_reference"]:
+        rr = res["rendered_reference"]
+        print(f"data engine's motion rendered (the ceiling): corr {rr['corr']:.3f}, closure recall "
+              f"{rr['closure_recall']} precision {rr['closure_precision']}, offset {rr['offset_ms']} ms")
     if res["sung"]:
         sg = res["sung"]
         print(f"{a.generator}: sung    {sg['notes']} sustained vowels: mouth open (>= half the reference) on "

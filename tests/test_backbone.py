@@ -464,7 +464,7 @@ def test_smoke_training_with_a_closure_head(tmp_path):
     from emote.engine.training.train_backbone import main
     out = tmp_path / "c.onnx"
     rep = main(["--smoke", "--out", str(out), "--cache", str(tmp_path / "data"), "--threads", "1",
-                "--closure-head", "--context", "6", "--audio-layers", "2", "--hop", "2"])
+                "--closure-head", "--context", "6", "--audio-layers", "2", "--hop", "2", "--closure-window"])
     assert rep["onnx_max_abs_diff"] < 1e-4
     m = BackboneModel(out)
     assert m.has_closure and m.closure_threshold is None and (m.context, m.hop, m.window) == (6, 2, 10)
@@ -577,3 +577,37 @@ def test_natural_weight_draws_natural_voices_more_often():
         assert abs(share - w * 58 / (118 + w * 58)) < 0.015, (w, share)
         audio, past, ctrl, x0 = data.batch(16, g)
         assert x0.shape == (16, 2, M.NUM_CHANNELS) and audio.shape[0] == 16
+
+
+def test_window_batch_labels_every_frame_of_the_audio_window():
+    """train_backbone --closure-window: the targets of the W window frames are the last context
+    past frames, the chunk, then the lookahead frames; rest past a clip's end (whose audio is the
+    silent pad), never the next clip's frames; the model then gives W closure logits."""
+    torch = pytest.importorskip("torch")
+    from emote.engine.training import backbone_data as D
+    from emote.engine.training.backbone_model import ModelConfig, MotionDiT
+    from emote.engine.training.train_backbone import ChunkData
+    rng = np.random.default_rng(1)
+    clips = []
+    for k, n in enumerate((9, 12)):                         # targets carry (clip, frame) in mouthClose
+        tg = M.rest(n).astype(np.float32)
+        tg[:, CLOSE] = 0.1 + k + 0.01 * np.arange(n)
+        clips.append(D.Clip(rng.normal(size=(n, 52)).astype(np.float32), tg, np.ones(3, np.float32), "en",
+                            f"syn0{k}-m1", [], ""))
+    cfg = ModelConfig(hop=2, context=3, lookahead=2, past=4, closure_head=True)
+    data = ChunkData(clips, cfg)
+    g = torch.Generator().manual_seed(0)
+    audio, past, ctrl, x0, xw = data.batch(200, g, window=True)
+    assert xw.shape == (200, cfg.window, M.NUM_CHANNELS)
+    torch.testing.assert_close(xw[:, :3], past[:, -3:])
+    torch.testing.assert_close(xw[:, 3:5], x0)
+    c = xw[:, 5:, CLOSE]
+    rest_close = float(M.rest(1)[0, CLOSE])
+    ok = (c == rest_close) | (torch.floor(c) == torch.floor(x0[:, -1:, CLOSE]))    # rest, or the same clip
+    assert bool(ok.all())
+    assert bool((c == rest_close).any()) and bool((c != rest_close).any())
+    m = MotionDiT(cfg, *data.stats())
+    x = torch.zeros(4, cfg.hop, cfg.channels)
+    out = m(x, torch.zeros(4), audio[:4], past[:4], ctrl[:4], closure_window=True)
+    assert out[2].shape == (4, cfg.window)
+    assert m(x, torch.zeros(4), audio[:4], past[:4], ctrl[:4])[2].shape == (4, cfg.hop)

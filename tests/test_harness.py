@@ -75,7 +75,8 @@ def tiny_data(tmp_path_factory):
 
 
 def test_harness_end_to_end_on_a_tiny_set(tiny_data, tmp_path):
-    res = H.evaluate("baseline", tiny_data, max_utts=40, render=1, size=192, seed=0, progress=False)
+    res = H.evaluate("baseline", tiny_data, max_utts=40, render=1, size=192, seed=0, progress=False,
+                     render_reference=True)
     mo = res["motion"]["overall"]
     assert res["generator"] == "baseline" and mo["utterances"] >= 2
     assert "it" in res["motion"]["per_language"]
@@ -86,6 +87,8 @@ def test_harness_end_to_end_on_a_tiny_set(tiny_data, tmp_path):
     ro = res["rendered"]["overall"]
     assert len(res["rendered_utterances"]) == 1 and ro["frames"] > 25
     assert ro["corr"] > 0.2                                  # the rendered lips follow the reference
+    rr = res["rendered_reference"]                           # the reference itself, rendered: the ceiling
+    assert rr["frames"] == ro["frames"] and rr["corr"] > max(0.6, ro["corr"])
     for who in ("generator", "data_engine"):
         assert set(res["head"][who]) == {"yaw", "pitch", "roll", "blinks_per_min"}
     png = tmp_path / "h.png"
@@ -93,6 +96,18 @@ def test_harness_end_to_end_on_a_tiny_set(tiny_data, tmp_path):
     assert png.stat().st_size > 10_000
     res.pop("_example")
     json.dumps(res)
+
+
+def test_replay_plays_rows_back_one_per_feature_row():
+    rows = np.arange(12, dtype=np.float32).reshape(4, 3)
+    r = H.Replay(rows, 25.0)
+    r.push(np.zeros((3, 5)))
+    assert np.array_equal(r.pull(), rows[:3]) and r.pull().shape == (0, 3)
+    r.push(np.zeros((3, 5)))                                 # past the end: the last row held
+    assert np.array_equal(r.finish(), rows[[3, 3, 3]])
+    r.reset()
+    r.push(np.zeros((1, 5)))
+    assert np.array_equal(r.pull(), rows[:1])
 
 
 def test_harness_command_line(tiny_data, tmp_path, capsys):

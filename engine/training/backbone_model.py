@@ -157,7 +157,8 @@ class MotionDiT(nn.Module):
             a = blk(a)
         return self.audio_norm(a)
 
-    def forward(self, x, t, audio, past, controls, drop_audio=None, drop_controls=None):
+    def forward(self, x, t, audio, past, controls, drop_audio=None, drop_controls=None, closure_window=False):
+        """``closure_window`` (training only): closure logits for all W window frames, (B, W)."""
         cfg = self.cfg
         mem = self.encode_audio(audio, drop_audio)
         c = self.c_mlp(controls)
@@ -171,9 +172,12 @@ class MotionDiT(nn.Module):
         x0 = self.out(self.out_norm(h[:, cfg.past:]))
         if not cfg.closure_head:
             return x0, x0 * self.motion_std + self.motion_mean
-        return x0, x0 * self.motion_std + self.motion_mean, self.closure_logits(mem)
+        return x0, x0 * self.motion_std + self.motion_mean, self.closure_logits(mem, closure_window)
 
-    def closure_logits(self, mem: torch.Tensor) -> torch.Tensor:
-        """(B, W, dim) encoded audio -> (B, T) closure logits of the chunk's frames."""
+    def closure_logits(self, mem: torch.Tensor, window: bool = False) -> torch.Tensor:
+        """(B, W, dim) encoded audio -> (B, T) closure logits of the chunk's frames (``window``:
+        (B, W), every frame's)."""
+        if window:
+            return self.closure(mem).squeeze(-1)
         c = self.cfg.context
         return self.closure(mem[:, c:c + self.cfg.hop]).squeeze(-1)

@@ -46,7 +46,7 @@ class ChunkData:
                  natural_weight: float = 1.0) -> None:
         """``natural_weight``: chunks of clips spoken by a natural voice (a real recording or a
         Festival voice: D.is_natural) are drawn this many times as often as espeak-ng's."""
-        A, T, a_idx, t_idx, c_idx = [], [], [], [], []
+        A, T, a_idx, t_idx, c_idx, t_span = [], [], [], [], [], []
         a_off = t_off = 0
         for ci, c in enumerate(clips):
             n = len(c.features)
@@ -58,6 +58,7 @@ class ChunkData:
             tg = np.concatenate([M.rest(cfg.past), c.targets])
             s = np.arange(n - cfg.hop + 1)
             a_idx.append(a_off + s), t_idx.append(t_off + s), c_idx.append(np.full(len(s), ci))
+            t_span.append(np.tile([t_off, t_off + len(tg)], (len(s), 1)))
             A.append(rows), T.append(tg)
             a_off += len(rows)
             t_off += len(tg)
@@ -68,6 +69,8 @@ class ChunkData:
         self.a_idx = torch.from_numpy(np.concatenate(a_idx))
         self.t_idx = torch.from_numpy(np.concatenate(t_idx))
         self.c_idx = torch.from_numpy(np.concatenate(c_idx))
+        self.t_span = torch.from_numpy(np.concatenate(t_span))       # (chunks, 2): the clip's rows of T
+        self.rest_row = torch.from_numpy(M.rest(1).astype(np.float32))
         self.ar_w = torch.arange(cfg.window)
         self.ar_p = torch.arange(cfg.past)
         self.ar_h = torch.arange(cfg.hop)
@@ -84,14 +87,23 @@ class ChunkData:
         u = torch.rand(n, generator=g, dtype=torch.float64)      # inverse CDF of the chunk weights
         return torch.searchsorted(self.cum_w, u).clamp_max(len(self.a_idx) - 1)
 
-    def batch(self, n: int, g: torch.Generator):
-        """(audio, past, controls, x0) raw, for n random chunks."""
+    def batch(self, n: int, g: torch.Generator, window: bool = False):
+        """(audio, past, controls, x0) raw, for n random chunks; with ``window`` also the targets
+        of the audio window's W frames (B, W, C): context frames (the last past frames), the
+        chunk, and the lookahead frames (rest before and after the clip, where the audio is silent
+        pad)."""
         i = self.draw(n, g)
         a, t = self.a_idx[i], self.t_idx[i]
         audio = self.A[a[:, None] + self.ar_w]
         past = self.T[t[:, None] + self.ar_p]
         x0 = self.T[t[:, None] + self.cfg.past + self.ar_h]
-        return audio, past, self.ctrl[self.c_idx[i]], x0
+        if not window:
+            return audio, past, self.ctrl[self.c_idx[i]], x0
+        rows = t[:, None] + self.cfg.past - self.cfg.context + self.ar_w
+        span = self.t_span[i]
+        inside = (rows >= span[:, :1]) & (rows < span[:, 1:])        # outside the clip's rows: rest
+        xw = torch.where(inside[..., None], self.T[rows.clamp(0, len(self.T) - 1)], self.rest_row)
+        return audio, past, self.ctrl[self.c_idx[i]], x0, xw
 
     def stats(self):
         fm, fs = self.A.mean(0), self.A.std(0).clamp_min(0.05)
@@ -138,7 +150,12 @@ def closure_bce(logits: torch.Tensor, x0: torch.Tensor, keep: torch.Tensor | Non
 
 
 def train_teacher(model: MotionDiT, data: ChunkData, iters: int, batch: int = 256, lr: float = 1e-3,
-                  p_uncond: float = 0.1, seed: int = 0, closure_weight: float = 0.0, log=print) -> dict:
+                  p_uncond: float = 0.1, seed: int = 0, closure_weight: float = 0.0, closure_bce_weight: float = 0.5,
+                  closure_window: bool = False, log=print) -> dict:
+    """The teacher, x0-prediction. With a closure head, its loss (weight ``closure_bce_weight``)
+    covers the chunk's frames, or with ``closure_window`` every frame of the audio window
+    (context, chunk, lookahead: 3.5 times the labels of 2-frame chunks, each at several window
+    positions; the runtime reads the chunk's)."""
     sched = make_scheduler()
     ab = sched.alphas_cumprod.float()
     g = torch.Generator().manual_seed(seed)
@@ -150,7 +167,10 @@ def train_teacher(model: MotionDiT, data: ChunkData, iters: int, batch: int = 25
     model.train()
     ema = None
     for it in range(iters):
-        audio, past, ctrl, x0 = data.batch(batch, g)
+        if closure_window:
+            audio, past, ctrl, x0, xw = data.batch(batch, g, window=True)
+        else:
+            audio, past, ctrl, x0 = data.batch(batch, g)
         x0n = (x0 - mean) / std
         past = past + torch.randn(past.shape, generator=g) * 0.03 * std       # robust to its own past
         noise = torch.randn(x0n.shape, generator=g)
@@ -161,7 +181,7 @@ def train_teacher(model: MotionDiT, data: ChunkData, iters: int, batch: int = 25
         drop_both = u < p_uncond
         drop_a = drop_both | ((u >= p_uncond) & (u < 1.5 * p_uncond))
         drop_c = drop_both | ((u >= 1.5 * p_uncond) & (u < 2.0 * p_uncond))
-        out = model(xt, t.float(), audio, past, ctrl, drop_a, drop_c)
+        out = model(xt, t.float(), audio, past, ctrl, drop_a, drop_c, closure_window=closure_window)
         pred = out[0]
         pn = (past[:, -1:] - mean) / std
         vel_p, vel_t = torch.cat([pn, pred], 1).diff(dim=1), torch.cat([pn, x0n], 1).diff(dim=1)
@@ -170,7 +190,7 @@ def train_teacher(model: MotionDiT, data: ChunkData, iters: int, batch: int = 25
         if closure_weight:
             loss = loss + closure_weight * closure_loss(pred * std + mean, x0, std[_J])
         if model.cfg.closure_head:
-            loss = loss + 0.5 * closure_bce(out[2], x0, ~drop_a)
+            loss = loss + closure_bce_weight * closure_bce(out[2], xw if closure_window else x0, ~drop_a)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -181,7 +201,8 @@ def train_teacher(model: MotionDiT, data: ChunkData, iters: int, batch: int = 25
             log(f"teacher {it + 1}/{iters} loss {ema:.4f} ({time.perf_counter() - t0:.0f} s)")
     model.eval()
     return {"iters": iters, "batch": batch, "lr": lr, "seconds": time.perf_counter() - t0, "final_loss": ema,
-            "closure_weight": closure_weight}
+            "closure_weight": closure_weight, "closure_bce_weight": closure_bce_weight,
+            "closure_window": closure_window}
 
 
 def head_stats(motions: list[np.ndarray], fps: float = 25.0) -> dict[str, float]:
@@ -409,6 +430,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--closure-head", action="store_true",
                     help="add the closure head: per-frame logits that the lips are shut (bilabials), "
                          "trained on the targets' closures; calibrate its threshold afterwards")
+    ap.add_argument("--closure-bce-weight", type=float, default=0.5,
+                    help="weight of the closure head's loss in the teacher's (with --closure-head)")
+    ap.add_argument("--closure-window", action="store_true",
+                    help="train the closure head on every frame of the audio window, not only the chunk's")
     ap.add_argument("--closure-weight", type=float, default=0.0,
                     help="weight of the teacher's openness loss that stresses bilabial closures (closure_loss)")
     ap.add_argument("--voice-warp", type=float, default=0.0, metavar="SHARE",
@@ -476,7 +501,8 @@ def _train_and_export(args, train: list, log) -> tuple[ModelConfig, int, dict, d
     n_params = sum(p.numel() for p in teacher.parameters())
     log(f"{len(data)} chunks; model {n_params:,} parameters")
     t_rep = train_teacher(teacher, data, args.iters, batch=args.batch, seed=args.seed,
-                          closure_weight=args.closure_weight, log=log)
+                          closure_weight=args.closure_weight, closure_bce_weight=args.closure_bce_weight,
+                          closure_window=args.closure_window, log=log)
     student = MotionDiT(cfg, fm, fs, mm, ms)
     student.load_state_dict(teacher.state_dict())
     d_rep = distill(teacher, student, data.batch, args.distill_iters, guidance=args.guidance, batch=args.batch,

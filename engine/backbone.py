@@ -320,7 +320,11 @@ class BackboneGenerator(MotionGenerator):
     ``BackboneGenerator(BackboneSettings(...))`` or ``make_generator("backbone", seed=3, steps=4)``.
     """
 
-    def __init__(self, settings: BackboneSettings = BackboneSettings(), model: BackboneModel | None = None) -> None:
+    def __init__(self, settings: BackboneSettings = BackboneSettings(), model: BackboneModel | None = None,
+                 head_smoother=None) -> None:
+        """``head_smoother``: replaces the model's HeadSmoother (a callable (motion (n, C), head-motion
+        amplitude) -> motion with a ``reset()``; engine.training.calibrate passes a pass-through to
+        see the network's own head)."""
         if not isinstance(settings, BackboneSettings):
             raise ConfigError(f"BackboneGenerator needs BackboneSettings, got {type(settings).__name__}")
         self.model = model or BackboneModel(settings.model_path, settings.threads, settings.provider)
@@ -336,7 +340,8 @@ class BackboneGenerator(MotionGenerator):
         self.lookahead_frames = m.hop - 1 + m.lookahead
         self._controls = {k: v[2] for k, v in CONTROLS.items()}
         self._prep = FeaturePrep(m.fps, m.n_mels, m.spectral_norm)
-        self._head = HeadSmoother(m.fps, tau_s=m.head_tau_s, gain=m.head_gain, notch=m.head_notch)
+        self._head = head_smoother if head_smoother is not None else HeadSmoother(
+            m.fps, tau_s=m.head_tau_s, gain=m.head_gain, notch=m.head_notch)
         self.reset(settings.seed)
 
     @property

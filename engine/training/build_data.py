@@ -186,19 +186,16 @@ def finish_utterance(meta: dict, clean16: np.ndarray, phones: list[espeak.Phone]
 
     clean16 = _quantize(clean16)          # the stored int16 audio is exactly what features saw
     clean_feats = features_of(clean16)
-    x = clean16
+    x, aug = clean16, None
     trng = np.random.default_rng([zlib.crc32(meta["id"].encode()), 7])
     if telephone_p > 0 and trng.random() < telephone_p:
-        x = _quantize(VA.telephone(clean16, SR, trng))
-        feats = features_of(x)
-        meta["augmentation"] = {"telephone": True}
+        x, aug = _quantize(VA.telephone(clean16, SR, trng)), {"telephone": True}
     elif rng.random() < augment_p:
-        aug = VA.draw_augmentation(rng)
-        x = _quantize(VA.augment(clean16, SR, aug, rng))
-        feats = features_of(x)
-        meta["augmentation"] = aug.as_dict()
-    else:
-        feats = clean_feats
+        chain = VA.draw_augmentation(rng)
+        x, aug = _quantize(VA.augment(clean16, SR, chain, rng)), chain.as_dict()
+    feats = clean_feats if aug is None else features_of(x)
+    if aug is not None:
+        meta["augmentation"] = aug
     targ = TG.make_targets(phones, clean_feats, FPS, style, rng, effort)
     meta["duration_s"] = round(x.size / SR, 4)
     meta["frames"] = int(feats.shape[0])

@@ -71,8 +71,7 @@ def raw_motion(model, features: np.ndarray) -> np.ndarray:
     """One utterance's feature rows (n, F) through a fresh generator of ``model`` (a BackboneModel,
     default settings) with its head smoother taken out -> motion (n, C) float32."""
     from emote.engine.backbone import BackboneGenerator, BackboneSettings
-    g = BackboneGenerator(BackboneSettings(), model)
-    g._head = _Unsmoothed()
+    g = BackboneGenerator(BackboneSettings(), model, head_smoother=_Unsmoothed())
     g.push(features)
     return np.concatenate([g.pull(), g.finish()])
 
@@ -124,7 +123,7 @@ def head_gains(model: dict, data: dict) -> np.ndarray:
     return np.where(live, np.clip(2.0 / np.maximum(ratio, 1e-9), 0.5, 4.0), 1.0)
 
 
-def articulation_gain(runs: list[tuple], head_tau_s, quantile: float = 90.0, fps: float = 25.0,
+def gains_and_maps(runs: list[tuple], head_tau_s, quantile: float = 90.0, fps: float = 25.0,
                       notch: bool = True) -> dict:
     """From :func:`model_runs`' output: the articulation gain (the data's over the model's
     ``quantile`` of jawOpen), the head gains (:func:`head_gains`, after the smoother with time
@@ -317,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     notch = not a.no_head_notch
     runs = model_runs(a.model, a.data, a.max_utts, a.split)
     taus = head_smoothing(runs, notch=notch) if a.head_tau is None else [a.head_tau] * len(M.HEAD)
-    res = articulation_gain(runs, taus, notch=notch)
+    res = gains_and_maps(runs, taus, notch=notch)
     thr = None
     from emote.engine.backbone import BackboneModel
     if BackboneModel(a.model).has_closure:            # a closure head replaces the close map

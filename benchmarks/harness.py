@@ -463,6 +463,8 @@ def plot(result: dict, path: Path) -> None:
     fams = [("motion", result["motion"]["overall"])]
     if result["rendered"]:
         fams.append(("rendered", result["rendered"]["overall"]))
+    if result.get("rendered_reference"):
+        fams.append(("reference\nrendered", result["rendered_reference"]))
     fams.append(("reference", result["reference_self_check"]))
     xs = np.arange(len(fams))
     a.bar(xs - 0.2, [f[1].get("closure_recall") or 0 for f in fams], 0.4, label="recall")
@@ -523,6 +525,10 @@ def plot(result: dict, path: Path) -> None:
         ro = result["rendered"]["overall"]
         txt.append(f"video:  r={ro['corr']:.2f}  recall={ro['closure_recall']}  precision={ro['closure_precision']}  "
                    f"offset={ro['offset_ms']} ms")
+    if result.get("rendered_reference"):
+        rr = result["rendered_reference"]
+        txt.append(f"video of the reference (ceiling): r={rr['corr']:.2f}  recall={rr['closure_recall']}  "
+                   f"precision={rr['closure_precision']}")
     a.text(0.02, -0.22, "\n".join(txt), transform=a.transAxes, fontsize=9, family="monospace", va="top")
     fig.tight_layout(rect=(0, 0.03, 1, 0.96))
     fig.savefig(path, dpi=90)

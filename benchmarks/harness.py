@@ -31,7 +31,11 @@ embedded astronaut portrait, lips re-detected by the face landmarker on every fr
 
 ``--render-reference`` also renders the data engine's own motion of the same utterances (Replay)
 and scores it the same way (``rendered_reference``): the rendered ceiling, what the renderer and
-the landmarker's re-detection lose on their own.
+the landmarker's re-detection lose on their own (the lip shapes, mouthUpperUp / LowerDown /
+Funnel ..., move the visible lip gap where openness does not look). It then also scores the
+generator's video against that video, lip aperture against lip aperture
+(``rendered_vs_rendered_reference``: its ``corr`` and ``offset_ms``; the closure counts are the
+generator video's, as in ``rendered``).
 
 Writes ``harness_<generator>.json`` and ``harness_<generator>.png`` into ``--out``.
 """
@@ -317,11 +321,14 @@ def render_apertures(generator, audio: np.ndarray, size: int, seed: int, cache_d
 def rendered_subset(ds, generator: str, splits: tuple[str, ...], render: int, size: int, seed: int,
                     reference: bool = False, progress: bool = True) -> tuple[dict, list[str], dict]:
     """Render ``render`` held-out utterances (evenly spread over ``splits``, 3-12 s) with
-    ``generator`` and score their re-detected lips; with ``reference`` also the data engine's
-    motion of the same utterances (Replay). Returns ({"generator": Accumulator, "reference":
-    Accumulator or None}, rendered ids, {id: apertures})."""
+    ``generator`` and score their re-detected lips against the reference openness; with
+    ``reference`` also the data engine's motion of the same utterances (Replay), scored the same
+    way, and the generator's video against the reference's video (lip aperture against lip
+    aperture). Returns ({"generator", "reference", "video_vs_reference": Accumulator or None},
+    rendered ids, {id: the generator's apertures})."""
     fps = float(ds.manifest["fps"])
-    acc = {"generator": Accumulator(fps), "reference": Accumulator(fps) if reference else None}
+    acc = {"generator": Accumulator(fps), "reference": Accumulator(fps) if reference else None,
+           "video_vs_reference": Accumulator(fps) if reference else None}
     ids_done, apertures = [], {}
     quota = [render // len(splits) + (1 if i < render % len(splits) else 0) for i in range(len(splits))]
     with tempfile.TemporaryDirectory() as cache:
@@ -337,16 +344,22 @@ def rendered_subset(ds, generator: str, splits: tuple[str, ...], render: int, si
                 n = u.features.shape[0]
                 ph = u.phonemes
                 sp, bil, ro = speech_frames(ph, n, fps), bilabial_frames(ph, n, fps), openness(u.targets)
+                aps = {}
                 for key, gen in (("generator", generator), ("reference", Replay(u.targets, fps))):
                     if acc[key] is None:
                         continue
                     ap, rest = render_apertures(gen, u.float_audio(), size, seed, cache)
-                    ap = ap[:n] - rest
+                    ap = aps[key] = ap[:n] - rest
                     valid = np.isfinite(ap)
                     closed = closed_mask(np.where(valid, ap, 0.0), sp & valid, 0.01)
                     acc[key].add(u.meta["language"], ap, ro, closed, sp, bil)
                     if key == "generator":
                         apertures[u.id] = ap
+                        closed_gen = closed
+                if acc["video_vs_reference"] is not None:
+                    both = np.isfinite(aps["generator"]) & np.isfinite(aps["reference"])
+                    acc["video_vs_reference"].add(u.meta["language"], np.where(both, aps["generator"], np.nan),
+                                                  np.where(both, aps["reference"], 0.0), closed_gen, sp, bil)
                 ids_done.append(u.id)
                 if progress:
                     print(f"  rendered {u.id} ({n} frames)", file=sys.stderr)
@@ -401,7 +414,7 @@ def evaluate(generator: str, data: str, max_utts: int = 400, render: int = 12, s
                                                         render_reference, progress) if render > 0 else ({}, [], {})
     if example is not None and example["id"] in apertures:
         example["video"] = apertures[example["id"]]
-    video_acc, ref_video = rendered.get("generator"), rendered.get("reference")
+    video_acc, ref_video, vs_ref = (rendered.get(k) for k in ("generator", "reference", "video_vs_reference"))
     result = {
         "generator": generator,
         "data": str(Path(data).resolve()),
@@ -413,6 +426,7 @@ def evaluate(generator: str, data: str, max_utts: int = 400, render: int = 12, s
         "reference_self_check": ref_acc.summary()["overall"],
         "rendered": video_acc.summary() if video_acc is not None and video_acc.per else None,
         "rendered_reference": ref_video.summary()["overall"] if ref_video is not None and ref_video.per else None,
+        "rendered_vs_rendered_reference": vs_ref.summary()["overall"] if vs_ref is not None and vs_ref.per else None,
         "rendered_utterances": rendered_ids,
         "render_size_px": size,
         "head": {"generator": head_stats(gen_motions, fps), "data_engine": head_stats(ref_motions, fps),
@@ -574,9 +588,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{a.generator}: video   corr {ro['corr']:.3f}, closure recall {ro['closure_recall']} "
               f"precision {ro['closure_precision']}, offset {ro['offset_ms']} ms")
     if res["rendered_reference"]:
-        rr = res["rendered_reference"]
+        rr, vv = res["rendered_reference"], res["rendered_vs_rendered_reference"]
         print(f"data engine's motion rendered (the ceiling): corr {rr['corr']:.3f}, closure recall "
               f"{rr['closure_recall']} precision {rr['closure_precision']}, offset {rr['offset_ms']} ms")
+        print(f"{a.generator}: video against the reference's video (lip aperture against lip aperture): "
+              f"corr {vv['corr']:.3f}, offset {vv['offset_ms']} ms")
     if res["sung"]:
         sg = res["sung"]
         print(f"{a.generator}: sung    {sg['notes']} sustained vowels: mouth open (>= half the reference) on "

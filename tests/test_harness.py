@@ -89,6 +89,9 @@ def test_harness_end_to_end_on_a_tiny_set(tiny_data, tmp_path):
     assert ro["corr"] > 0.2                                  # the rendered lips follow the reference
     rr = res["rendered_reference"]                           # the reference itself, rendered: the ceiling
     assert rr["frames"] == ro["frames"] and rr["corr"] > max(0.6, ro["corr"])
+    vv = res["rendered_vs_rendered_reference"]               # video against the reference's video
+    assert vv["frames"] <= ro["frames"] and 0.2 < vv["corr"] <= 1.0
+    assert vv["closure_recall"] == ro["closure_recall"]       # the generator video's closures either way
     for who in ("generator", "data_engine"):
         assert set(res["head"][who]) == {"yaw", "pitch", "roll", "blinks_per_min"}
     png = tmp_path / "h.png"

@@ -611,3 +611,35 @@ def test_window_batch_labels_every_frame_of_the_audio_window():
     out = m(x, torch.zeros(4), audio[:4], past[:4], ctrl[:4], closure_window=True)
     assert out[2].shape == (4, cfg.window)
     assert m(x, torch.zeros(4), audio[:4], past[:4], ctrl[:4])[2].shape == (4, cfg.hop)
+
+
+@needs_torch
+def test_smoke_training_with_a_closure_net(tmp_path):
+    """--closure-layers: the closure head gets its own audio encoder (ClosureNet), trained alone
+    after distillation; the exported graph's closure output is the net's, the same in ONNX
+    Runtime and torch; training the net leaves the motion model's weights alone."""
+    if not sp.have_phonemes():
+        pytest.skip("libespeak-ng not loadable")
+    import torch
+    from emote.engine.training.backbone_model import ModelConfig, MotionDiT
+    from emote.engine.training.train_backbone import ChunkData, main, train_closure
+    out = tmp_path / "n.onnx"
+    rep = main(["--smoke", "--out", str(out), "--cache", str(tmp_path / "data"), "--threads", "1",
+                "--closure-head", "--closure-layers", "1", "--hop", "2", "--context", "3"])
+    assert rep["onnx_max_abs_diff"] < 1e-4
+    m = BackboneModel(out)
+    assert m.has_closure and m.meta["model"]["closure_layers"] == 1
+    from emote.engine.training import backbone_data as D
+    rng = np.random.default_rng(2)
+    clips = [D.Clip(rng.normal(size=(40, 52)).astype(np.float32), M.rest(40).astype(np.float32),
+                    np.ones(3, np.float32), "en", "syn01-m1", [], "")]
+    clips[0].targets[10:12, CLOSE] = 0.5
+    cfg = ModelConfig(hop=2, dim=32, layers=1, heads=2, closure_head=True, closure_layers=1)
+    data = ChunkData(clips, cfg)
+    model = MotionDiT(cfg, *data.stats())
+    before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("closure_net.")}
+    rep = train_closure(model.closure_net, model.feat_mean, model.feat_std, data, iters=30, batch=32,
+                        log=lambda s: None)
+    assert rep["iters"] == 30 and np.isfinite(rep["final_loss"])
+    after = model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())

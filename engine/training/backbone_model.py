@@ -33,7 +33,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-__all__ = ["ModelConfig", "MotionDiT"]
+__all__ = ["ModelConfig", "MotionDiT", "ClosureNet"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class ModelConfig:
     audio_layers: int = 1
     mlp_ratio: float = 2.0
     closure_head: bool = False
+    closure_layers: int = 0      # > 0: the closure head has its own audio encoder (ClosureNet) of this many blocks
 
     @property
     def window(self) -> int:
@@ -89,6 +90,30 @@ class _AudioBlock(nn.Module):
         h = self.n1(a)
         a = a + self.attn(h, h)
         return a + self.mlp(self.n2(a))
+
+
+class ClosureNet(nn.Module):
+    """The closure head with its own audio encoder (``closure_layers`` > 0): a per-frame MLP, a
+    position embedding and ``closure_layers`` self-attention blocks over the window, then a
+    per-frame MLP -> (B, W) logits that the lips are shut, for every window frame (the runtime
+    reads the chunk's). Independent of the motion model's weights, so it is trained on its own
+    (train_backbone.train_closure) without moving the motion model."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        d, mlp = cfg.dim, int(cfg.dim * cfg.mlp_ratio)
+        self.inp = nn.Sequential(nn.Linear(cfg.features, d), nn.GELU(), nn.Linear(d, d))
+        self.pos = nn.Parameter(torch.randn(cfg.window, d) * 0.02)
+        self.blocks = nn.ModuleList(_AudioBlock(d, cfg.heads, mlp) for _ in range(cfg.closure_layers))
+        self.norm = nn.LayerNorm(d)
+        self.out = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
+
+    def forward(self, audio_n: torch.Tensor) -> torch.Tensor:
+        """audio_n: (B, W, P) normalised feature rows -> (B, W) logits."""
+        a = self.inp(audio_n) + self.pos
+        for blk in self.blocks:
+            a = blk(a)
+        return self.out(self.norm(a)).squeeze(-1)
 
 
 class _Block(nn.Module):
@@ -143,7 +168,9 @@ class MotionDiT(nn.Module):
         self.c_null = nn.Parameter(torch.zeros(d))
         self.blocks = nn.ModuleList(_Block(d, cfg.heads, mlp) for _ in range(cfg.layers))
         self.out_norm = nn.LayerNorm(d)
-        if cfg.closure_head:
+        if cfg.closure_head and cfg.closure_layers > 0:
+            self.closure_net = ClosureNet(cfg)
+        elif cfg.closure_head:
             self.closure = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
         self.out = nn.Linear(d, cfg.channels)
         nn.init.zeros_(self.out.weight)
@@ -172,12 +199,19 @@ class MotionDiT(nn.Module):
         x0 = self.out(self.out_norm(h[:, cfg.past:]))
         if not cfg.closure_head:
             return x0, x0 * self.motion_std + self.motion_mean
-        return x0, x0 * self.motion_std + self.motion_mean, self.closure_logits(mem, closure_window)
+        return x0, x0 * self.motion_std + self.motion_mean, self.closure_logits(mem, closure_window, audio)
 
-    def closure_logits(self, mem: torch.Tensor, window: bool = False) -> torch.Tensor:
-        """(B, W, dim) encoded audio -> (B, T) closure logits of the chunk's frames (``window``:
-        (B, W), every frame's)."""
-        if window:
-            return self.closure(mem).squeeze(-1)
+    def closure_logits(self, mem: torch.Tensor, window: bool = False, audio: torch.Tensor | None = None
+                       ) -> torch.Tensor:
+        """(B, W, dim) encoded audio (or, with a ClosureNet, the (B, W, P) feature rows ``audio``)
+        -> (B, T) closure logits of the chunk's frames (``window``: (B, W), every frame's)."""
+        if self.cfg.closure_layers > 0:
+            logits = self.closure_window_logits(audio)
+        else:
+            logits = self.closure(mem).squeeze(-1)
         c = self.cfg.context
-        return self.closure(mem[:, c:c + self.cfg.hop]).squeeze(-1)
+        return logits if window else logits[:, c:c + self.cfg.hop]
+
+    def closure_window_logits(self, audio: torch.Tensor) -> torch.Tensor:
+        """With a ClosureNet: (B, W, P) feature rows -> (B, W) logits, without the motion model."""
+        return self.closure_net((audio - self.feat_mean) / self.feat_std)

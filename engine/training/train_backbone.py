@@ -189,7 +189,7 @@ def train_teacher(model: MotionDiT, data: ChunkData, iters: int, batch: int = 25
                 + 2.0 * (((vel_p[:, 0] - vel_t[:, 0]) ** 2) * w).mean())            # the join with the past
         if closure_weight:
             loss = loss + closure_weight * closure_loss(pred * std + mean, x0, std[_J])
-        if model.cfg.closure_head:
+        if model.cfg.closure_head and not model.cfg.closure_layers:        # a ClosureNet trains on its own
             loss = loss + closure_bce_weight * closure_bce(out[2], xw if closure_window else x0, ~drop_a)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -203,6 +203,34 @@ def train_teacher(model: MotionDiT, data: ChunkData, iters: int, batch: int = 25
     return {"iters": iters, "batch": batch, "lr": lr, "seconds": time.perf_counter() - t0, "final_loss": ema,
             "closure_weight": closure_weight, "closure_bce_weight": closure_bce_weight,
             "closure_window": closure_window}
+
+
+def train_closure(net, feat_mean: torch.Tensor, feat_std: torch.Tensor, data: ChunkData, iters: int,
+                  batch: int = 256, lr: float = 1e-3, seed: int = 0, log=print) -> dict:
+    """Train a ClosureNet (backbone_model; a MotionDiT's ``closure_net`` with ModelConfig.closure_layers
+    > 0, or engine.training.closure_net's) alone, on every frame of the audio window: closure_bce
+    against the window's targets, on feature rows normalised by ``feat_mean`` / ``feat_std``. No
+    motion model is run or changed. The runtime reads the chunk's frames."""
+    g = torch.Generator().manual_seed(seed + 29)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
+    lrs = warmup_cosine(opt, iters)
+    t0 = time.perf_counter()
+    net.train()
+    ema = None
+    for it in range(iters):
+        audio, _, _, _, xw = data.batch(batch, g, window=True)
+        loss = closure_bce(net((audio - feat_mean) / feat_std), xw)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        lrs.step()
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        if (it + 1) % 500 == 0 or it + 1 == iters:
+            log(f"closure net {it + 1}/{iters} loss {ema:.4f} ({time.perf_counter() - t0:.0f} s)")
+    net.eval()
+    return {"iters": iters, "batch": batch, "lr": lr, "seconds": time.perf_counter() - t0, "final_loss": ema,
+            "layers": len(net.blocks)}
 
 
 def head_stats(motions: list[np.ndarray], fps: float = 25.0) -> dict[str, float]:
@@ -430,6 +458,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--closure-head", action="store_true",
                     help="add the closure head: per-frame logits that the lips are shut (bilabials), "
                          "trained on the targets' closures; calibrate its threshold afterwards")
+    ap.add_argument("--closure-layers", type=int, default=0,
+                    help="with --closure-head: give the head its own audio encoder of this many blocks "
+                         "(ClosureNet), trained alone after distillation for --closure-iters on every window frame")
+    ap.add_argument("--closure-iters", type=int, default=6000, help="training steps of the ClosureNet")
     ap.add_argument("--closure-bce-weight", type=float, default=0.5,
                     help="weight of the closure head's loss in the teacher's (with --closure-head)")
     ap.add_argument("--closure-window", action="store_true",
@@ -491,7 +523,7 @@ def _train_and_export(args, train: list, log) -> tuple[ModelConfig, int, dict, d
     Returns (config, parameters, teacher report, distillation report, ONNX max abs difference)."""
     cfg = ModelConfig(dim=args.dim, layers=args.layers, hop=args.hop, heads=4 if args.dim >= 64 else 2,
                       context=args.context, audio_layers=args.audio_layers, closure_head=args.closure_head,
-                      lookahead=args.lookahead,
+                      closure_layers=args.closure_layers if args.closure_head else 0, lookahead=args.lookahead,
                       features=FeaturePrep(spectral_norm=args.spectral_norm).width)
     if args.voice_warp > 0:
         train = D.warp_clips(train, args.voice_warp, seed=args.seed)
@@ -507,7 +539,10 @@ def _train_and_export(args, train: list, log) -> tuple[ModelConfig, int, dict, d
     student.load_state_dict(teacher.state_dict())
     d_rep = distill(teacher, student, data.batch, args.distill_iters, guidance=args.guidance, batch=args.batch,
                     teacher_steps=args.teacher_steps,
-                    n_pairs=args.pairs, seed=args.seed, closure_loss=closure_bce, log=log)
+                    n_pairs=args.pairs, seed=args.seed, closure_loss=None if cfg.closure_layers else closure_bce, log=log)
+    if cfg.closure_layers:
+        d_rep["closure_net"] = train_closure(student.closure_net, student.feat_mean, student.feat_std, data,
+                                             args.closure_iters, batch=args.batch, seed=args.seed, log=log)
     out = Path(args.out)
     meta = {"schedules": {str(k): v for k, v in student_schedules().items()}, "default_steps": 2,
             "spectral_norm": bool(args.spectral_norm),
@@ -522,7 +557,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = _parser().parse_args(argv)
     if args.smoke:
         args.clips, args.eval_clips, args.iters, args.distill_iters, args.pairs, args.batch = 6, 3, 30, 20, 256, 64
-        args.dim, args.layers = 32, 1
+        args.dim, args.layers, args.closure_iters = 32, 1, 20
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t_start = time.perf_counter()

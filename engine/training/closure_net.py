@@ -1,0 +1,226 @@
+"""Give an exported backbone a ClosureNet: train one on the data engine's shards and graft it into
+the ONNX file, in place of the closure head the backbone has (or adding one).
+
+    python -m emote.engine.training.closure_net engine/assets/backbone.onnx --data data/motion \\
+        [--layers 2] [--dim 96] [--iters 12000] [--voice-warp 0.8] [--out PATH]
+
+A ClosureNet (engine.training.backbone_model) reads the audio window with its own encoder and
+gives the probability that the lips are shut on each frame (a bilabial closure). It is trained
+alone (train_backbone.train_closure: every window frame labelled, the motion model not run), so
+a trained backbone keeps its motion exactly: the graft removes the graph's old ``closure``
+output and the nodes only it used, and adds the net's nodes (prefixed ``cnet/``) reading the same
+``audio`` input. ``train_backbone --closure-head --closure-layers N`` trains the same net in the
+same way after distillation, from scratch; this command gives one to a backbone already trained.
+The closure threshold is then recalibrated (engine.training.calibrate); the graft drops the old one.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["ClosureExport", "model_config", "train_for", "export_net", "graft", "check_graft", "main"]
+
+PREFIX = "cnet/"
+
+
+class ClosureExport(torch.nn.Module):
+    """(B, W, P) feature rows -> (B, hop) closure logits of the chunk's frames, the net's
+    normalisation folded in: the graph the graft adds."""
+
+    def __init__(self, net, feat_mean, feat_std, context: int, hop: int) -> None:
+        super().__init__()
+        self.net, self.context, self.hop = net, int(context), int(hop)
+        self.register_buffer("feat_mean", torch.as_tensor(feat_mean, dtype=torch.float32))
+        self.register_buffer("feat_std", torch.as_tensor(feat_std, dtype=torch.float32))
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.net((audio - self.feat_mean) / self.feat_std)[:, self.context:self.context + self.hop]
+
+
+def model_config(backbone_meta: dict, layers: int, dim: int):
+    """The backbone's ModelConfig (from its metadata) with a ClosureNet of ``layers`` blocks of ``dim``."""
+    from .backbone_model import ModelConfig
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    cfg = ModelConfig(**{k: v for k, v in backbone_meta["model"].items() if k in fields})
+    return dataclasses.replace(cfg, closure_head=True, closure_layers=layers, dim=dim, heads=4 if dim >= 64 else 2)
+
+
+def train_for(cfg, data_dir: str, iters: int, voice_warp: float = 0.8, seed: int = 0, batch: int = 256,
+              log=print):
+    """Train a ClosureNet of ``cfg`` on the train split of ``data_dir`` (validation utterances left
+    out, voice warp as train_backbone's) -> (ClosureExport module, training report)."""
+    from . import backbone_data as D
+    from .backbone_model import ClosureNet
+    from .train_backbone import ChunkData, train_closure
+    torch.manual_seed(seed)
+    train = [c for c in D.load_shards(data_dir, ("train",)) if not D.is_validation(c.uid)]
+    if not train:
+        raise SystemExit(f"no train-split utterances in {data_dir}")
+    if voice_warp > 0:
+        train = D.warp_clips(train, voice_warp, seed=seed)
+    data = ChunkData(train, cfg)
+    fm, fs, _, _ = data.stats()
+    net = ClosureNet(cfg)
+    log(f"{len(data)} chunks of {len(train)} utterances; ClosureNet {sum(p.numel() for p in net.parameters()):,} "
+        f"parameters ({cfg.closure_layers} blocks of {cfg.dim})")
+    rep = train_closure(net, fm, fs, data, iters, batch=batch, seed=seed, log=log)
+    return ClosureExport(net, fm, fs, cfg.context, cfg.hop).eval(), rep
+
+
+def export_net(module, cfg, path: str | os.PathLike) -> Path:
+    """The ClosureExport module as its own ONNX graph: input ``audio`` (B, W, P), output ``closure``."""
+    path = Path(path)
+    ex = torch.randn(1, cfg.window, cfg.features)
+    with torch.no_grad():
+        torch.onnx.export(module, (ex,), str(path), dynamo=False, opset_version=17, input_names=["audio"],
+                          output_names=["closure"], dynamic_axes={"audio": {0: "batch"}, "closure": {0: "batch"}})
+    return path
+
+
+def _needed(graph, outputs: set[str]) -> list:
+    """The graph's nodes that the named outputs depend on, in the graph's order."""
+    producer = {o: n for n in graph.node for o in n.output}
+    keep, todo = set(), list(outputs)
+    while todo:
+        name = todo.pop()
+        n = producer.get(name)
+        if n is None or id(n) in keep:
+            continue
+        keep.add(id(n))
+        todo.extend(n.input)
+    return [n for n in graph.node if id(n) in keep]
+
+
+def graft(backbone_path: str | os.PathLike, net_path: str | os.PathLike, out_path: str | os.PathLike,
+          info: dict) -> Path:
+    """Write ``out_path``: the backbone's graph with its ``closure`` output (if any) and the nodes
+    only it used removed, plus the net's graph (names prefixed, reading the backbone's ``audio``
+    input) giving ``closure``; ``info`` merged into the emote_backbone metadata (model.closure_layers
+    etc.), closure_threshold dropped (recalibrate)."""
+    import onnx
+    from onnx import helper
+    bb, net = onnx.load(str(backbone_path)), onnx.load(str(net_path))
+    g, ng = bb.graph, net.graph
+    keep_outs = [o for o in g.output if o.name != "closure"]
+    nodes = _needed(g, {o.name for o in keep_outs})
+    used = {i for n in nodes for i in n.input}
+    inits = [t for t in g.initializer if t.name in used]
+    rename = {i.name: i.name for i in ng.input}                    # the net's input is the backbone's audio
+    for t in ng.initializer:
+        rename[t.name] = PREFIX + t.name
+    for n in ng.node:
+        for o in n.output:
+            rename[o] = "closure" if o == ng.output[0].name else PREFIX + o
+    new_nodes = []
+    for n in ng.node:
+        m = onnx.NodeProto()
+        m.CopyFrom(n)
+        m.name = PREFIX + n.name
+        m.input[:] = [rename.get(i, i) for i in n.input]
+        m.output[:] = [rename.get(o, o) for o in n.output]
+        new_nodes.append(m)
+    new_inits = []
+    for t in ng.initializer:
+        u = onnx.TensorProto()
+        u.CopyFrom(t)
+        u.name = rename[t.name]
+        new_inits.append(u)
+    out_vi = onnx.ValueInfoProto()
+    out_vi.CopyFrom(ng.output[0])
+    out_vi.name = "closure"
+    graph = helper.make_graph(nodes + new_nodes, g.name, list(g.input), keep_outs + [out_vi],
+                              inits + new_inits)
+    model = helper.make_model(graph, opset_imports=list(bb.opset_import), producer_name=bb.producer_name)
+    model.ir_version = bb.ir_version
+    for prop in bb.metadata_props:
+        value = prop.value
+        if prop.key == "emote_backbone":
+            meta = json.loads(value)
+            meta.pop("closure_threshold", None)
+            meta.pop("mouth_close_map", None)
+            meta["model"].update({"closure_head": True, "closure_layers": info["layers"]})
+            meta["closure_net"] = info
+            value = json.dumps(meta)
+        entry = model.metadata_props.add()
+        entry.key, entry.value = prop.key, value
+    onnx.checker.check_model(model)
+    out_path = Path(out_path)
+    tmp = out_path.with_suffix(".tmp.onnx")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, out_path)
+    return out_path
+
+
+def check_graft(backbone_path, out_path, module, cfg, batch: int = 32) -> dict:
+    """Max abs differences on random inputs: the grafted file's x0 / motion against the original
+    backbone's (0: the motion model is untouched), its closure against torch's."""
+    import onnxruntime as ort
+    g = np.random.default_rng(1)
+    feeds = {"x": g.normal(size=(batch, cfg.hop, cfg.channels)).astype(np.float32),
+             "t": (g.random(batch) * 999).astype(np.float32),
+             "audio": g.normal(size=(batch, cfg.window, cfg.features)).astype(np.float32),
+             "past": (g.normal(size=(batch, cfg.past, cfg.channels)) * 0.2).astype(np.float32),
+             "controls": (g.random((batch, 3)) * 2).astype(np.float32)}
+    so = ort.SessionOptions()
+    a = ort.InferenceSession(str(backbone_path), so, providers=["CPUExecutionProvider"])
+    b = ort.InferenceSession(str(out_path), so, providers=["CPUExecutionProvider"])
+    ra, rb = a.run(["x0", "motion"], feeds), b.run(["x0", "motion", "closure"], feeds)
+    with torch.no_grad():
+        ref = module(torch.from_numpy(feeds["audio"])).numpy()
+    return {"motion_max_abs_diff": float(max(np.abs(x - y).max() for x, y in zip(ra, rb[:2]))),
+            "closure_max_abs_diff": float(np.abs(rb[2] - ref).max())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m emote.engine.training.closure_net",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("model", help="an exported backbone (.onnx)")
+    ap.add_argument("--data", required=True, help="the data engine's shards (build_data --out)")
+    ap.add_argument("--out", default=None, help="output path (default: the model, in place)")
+    ap.add_argument("--layers", type=int, default=2, help="self-attention blocks of the net's audio encoder")
+    ap.add_argument("--dim", type=int, default=96, help="the net's width")
+    ap.add_argument("--iters", type=int, default=12000)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--voice-warp", type=float, default=0.8, metavar="SHARE",
+                    help="share of training utterances with warped formants and pitch (as train_backbone's)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    if a.layers < 1 or a.dim < 8 or a.iters < 1:
+        ap.error("--layers, --dim and --iters must be positive")
+    torch.set_num_threads(a.threads)
+    from emote.engine.backbone import BackboneModel
+    t0 = time.perf_counter()
+    log = lambda s: print(f"[{time.perf_counter() - t0:6.0f} s] {s}", flush=True)  # noqa: E731
+    cfg = model_config(BackboneModel(a.model).meta, a.layers, a.dim)
+    module, rep = train_for(cfg, a.data, a.iters, a.voice_warp, a.seed, a.batch, log)
+    out = Path(a.out or a.model)
+    tmp_net, tmp_out = out.with_suffix(".closure_net.tmp.onnx"), out.with_suffix(".grafted.tmp.onnx")
+    info = {"layers": a.layers, "dim": a.dim, "iters": a.iters, "voice_warp": a.voice_warp, "seed": a.seed,
+            "data": str(a.data), "final_loss": round(float(rep["final_loss"]), 4),
+            "train_seconds": round(rep["seconds"], 1), "trained": time.strftime("%Y-%m-%d")}
+    try:
+        graft(a.model, export_net(module, cfg, tmp_net), tmp_out, info)
+        diffs = check_graft(a.model, tmp_out, module, cfg)
+        if diffs["motion_max_abs_diff"] > 1e-6 or diffs["closure_max_abs_diff"] > 1e-4:
+            raise SystemExit(f"the grafted graph does not agree: {diffs}; {a.model} is unchanged")
+        os.replace(tmp_out, out)
+    finally:
+        for t in (tmp_net, tmp_out):
+            t.unlink(missing_ok=True)
+    log(f"wrote {out}: ClosureNet {a.layers} x {a.dim}, motion max abs diff {diffs['motion_max_abs_diff']:.1e} "
+        f"(untouched), closure ONNX vs torch {diffs['closure_max_abs_diff']:.1e}; now calibrate its threshold: "
+        f"python -m emote.engine.training.calibrate {out} --data {a.data}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

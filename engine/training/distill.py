@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-__all__ = ["STUDENT_TIMESTEPS", "warmup_cosine", "make_scheduler", "ddim_scheduler", "teacher_sample", "student_schedules",
+__all__ = ["STUDENT_TIMESTEPS", "warmup_cosine", "optimizer_step", "make_scheduler", "ddim_scheduler", "teacher_sample", "student_schedules",
            "distill"]
 
 #: Student timesteps per step count (subsets of the teacher's 20-step trailing schedule).
@@ -35,6 +35,17 @@ def warmup_cosine(opt, total: int, warmup: float = 0.05):
             return (i + 1) / w
         return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (i - w) / max(1, total - w))))
     return torch.optim.lr_scheduler.LambdaLR(opt, f)
+
+
+def optimizer_step(opt, sched, params, loss: torch.Tensor, ema: float | None) -> float:
+    """One training step of ``loss`` (gradients clipped to norm 1, then the learning-rate
+    schedule's step) -> the loss's running average (0.98 per step) for the log."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+    return loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
 
 
 def make_scheduler():
@@ -122,12 +133,7 @@ def distill(teacher, student, batches, n_iters: int, lr: float = 5e-4, teacher_s
         loss = ((pred - X0[i]) ** 2).mean() + 0.5 * ((vp - vt) ** 2).mean() + 1.0 * ((vp[:, 0] - vt[:, 0]) ** 2).mean()
         if head:
             loss = loss + 0.5 * closure_loss(out[2], Y[i])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        opt.step()
-        sch.step()
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        ema = optimizer_step(opt, sch, student.parameters(), loss, ema)
         if (it + 1) % 250 == 0 or it + 1 == n_iters:
             log(f"distill {it + 1}/{n_iters} loss {ema:.4f} ({time.perf_counter() - t0:.0f} s)")
     student.eval()

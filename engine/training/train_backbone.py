@@ -30,7 +30,7 @@ from emote.engine.generator import make_generator
 from . import backbone_data as D
 from .backbone_eval import lip_metrics, run_generator
 from .backbone_model import ModelConfig, MotionDiT
-from .distill import distill, make_scheduler, student_schedules, warmup_cosine
+from .distill import distill, make_scheduler, optimizer_step, student_schedules, warmup_cosine
 from .export import check_onnx, export_onnx
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -191,12 +191,7 @@ def train_teacher(model: MotionDiT, data: ChunkData, iters: int, batch: int = 25
             loss = loss + closure_weight * closure_loss(pred * std + mean, x0, std[_J])
         if model.cfg.closure_head and not model.cfg.closure_layers:        # a ClosureNet trains on its own
             loss = loss + closure_bce_weight * closure_bce(out[2], xw if closure_window else x0, ~drop_a)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        lrs.step()
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        ema = optimizer_step(opt, lrs, model.parameters(), loss, ema)
         if (it + 1) % 250 == 0 or it + 1 == iters:
             log(f"teacher {it + 1}/{iters} loss {ema:.4f} ({time.perf_counter() - t0:.0f} s)")
     model.eval()
@@ -220,12 +215,7 @@ def train_closure(net, feat_mean: torch.Tensor, feat_std: torch.Tensor, data: Ch
     for it in range(iters):
         audio, _, _, _, xw = data.batch(batch, g, window=True)
         loss = closure_bce(net((audio - feat_mean) / feat_std), xw)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        lrs.step()
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        ema = optimizer_step(opt, lrs, net.parameters(), loss, ema)
         if (it + 1) % 500 == 0 or it + 1 == iters:
             log(f"closure net {it + 1}/{iters} loss {ema:.4f} ({time.perf_counter() - t0:.0f} s)")
     net.eval()

@@ -464,7 +464,7 @@ def test_smoke_training_with_a_closure_head(tmp_path):
     from emote.engine.training.train_backbone import main
     out = tmp_path / "c.onnx"
     rep = main(["--smoke", "--out", str(out), "--cache", str(tmp_path / "data"), "--threads", "1",
-                "--closure-head", "--context", "6", "--audio-layers", "2", "--hop", "2", "--closure-window"])
+                "--closure-head", "--context", "6", "--audio-layers", "2", "--hop", "2"])
     assert rep["onnx_max_abs_diff"] < 1e-4
     m = BackboneModel(out)
     assert m.has_closure and m.closure_threshold is None and (m.context, m.hop, m.window) == (6, 2, 10)
@@ -580,9 +580,10 @@ def test_natural_weight_draws_natural_voices_more_often():
 
 
 def test_window_batch_labels_every_frame_of_the_audio_window():
-    """train_backbone --closure-window: the targets of the W window frames are the last context
-    past frames, the chunk, then the lookahead frames; rest past a clip's end (whose audio is the
-    silent pad), never the next clip's frames; the model then gives W closure logits."""
+    """ChunkData.batch(window=True), what a ClosureNet learns from: the targets of the W window
+    frames are the last context past frames, the chunk, then the lookahead frames; rest past a
+    clip's end (whose audio is the silent pad), never the next clip's frames; a ClosureNet gives
+    W logits, the model the chunk's."""
     torch = pytest.importorskip("torch")
     from emote.engine.training import backbone_data as D
     from emote.engine.training.backbone_model import ModelConfig, MotionDiT
@@ -594,7 +595,7 @@ def test_window_batch_labels_every_frame_of_the_audio_window():
         tg[:, CLOSE] = 0.1 + k + 0.01 * np.arange(n)
         clips.append(D.Clip(rng.normal(size=(n, 52)).astype(np.float32), tg, np.ones(3, np.float32), "en",
                             f"syn0{k}-m1", [], ""))
-    cfg = ModelConfig(hop=2, context=3, lookahead=2, past=4, closure_head=True)
+    cfg = ModelConfig(hop=2, context=3, lookahead=2, past=4, closure_head=True, closure_layers=1)
     data = ChunkData(clips, cfg)
     g = torch.Generator().manual_seed(0)
     audio, past, ctrl, x0, xw = data.batch(200, g, window=True)
@@ -608,8 +609,7 @@ def test_window_batch_labels_every_frame_of_the_audio_window():
     assert bool((c == rest_close).any()) and bool((c != rest_close).any())
     m = MotionDiT(cfg, *data.stats())
     x = torch.zeros(4, cfg.hop, cfg.channels)
-    out = m(x, torch.zeros(4), audio[:4], past[:4], ctrl[:4], closure_window=True)
-    assert out[2].shape == (4, cfg.window)
+    assert m.closure_window_logits(audio[:4]).shape == (4, cfg.window)
     assert m(x, torch.zeros(4), audio[:4], past[:4], ctrl[:4])[2].shape == (4, cfg.hop)
 
 

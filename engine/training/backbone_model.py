@@ -184,8 +184,7 @@ class MotionDiT(nn.Module):
             a = blk(a)
         return self.audio_norm(a)
 
-    def forward(self, x, t, audio, past, controls, drop_audio=None, drop_controls=None, closure_window=False):
-        """``closure_window`` (training only): closure logits for all W window frames, (B, W)."""
+    def forward(self, x, t, audio, past, controls, drop_audio=None, drop_controls=None):
         cfg = self.cfg
         mem = self.encode_audio(audio, drop_audio)
         c = self.c_mlp(controls)
@@ -199,18 +198,15 @@ class MotionDiT(nn.Module):
         x0 = self.out(self.out_norm(h[:, cfg.past:]))
         if not cfg.closure_head:
             return x0, x0 * self.motion_std + self.motion_mean
-        return x0, x0 * self.motion_std + self.motion_mean, self.closure_logits(mem, closure_window, audio)
+        return x0, x0 * self.motion_std + self.motion_mean, self.closure_logits(mem, audio)
 
-    def closure_logits(self, mem: torch.Tensor, window: bool = False, audio: torch.Tensor | None = None
-                       ) -> torch.Tensor:
+    def closure_logits(self, mem: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """(B, W, dim) encoded audio (or, with a ClosureNet, the (B, W, P) feature rows ``audio``)
-        -> (B, T) closure logits of the chunk's frames (``window``: (B, W), every frame's)."""
+        -> (B, T) closure logits of the chunk's frames."""
+        c, hop = self.cfg.context, self.cfg.hop
         if self.cfg.closure_layers > 0:
-            logits = self.closure_window_logits(audio)
-        else:
-            logits = self.closure(mem).squeeze(-1)
-        c = self.cfg.context
-        return logits if window else logits[:, c:c + self.cfg.hop]
+            return self.closure_window_logits(audio)[:, c:c + hop]
+        return self.closure(mem[:, c:c + hop]).squeeze(-1)
 
     def closure_window_logits(self, audio: torch.Tensor) -> torch.Tensor:
         """With a ClosureNet: (B, W, P) feature rows -> (B, W) logits, without the motion model."""

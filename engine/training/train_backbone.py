@@ -150,12 +150,10 @@ def closure_bce(logits: torch.Tensor, x0: torch.Tensor, keep: torch.Tensor | Non
 
 
 def train_teacher(model: MotionDiT, data: ChunkData, iters: int, batch: int = 256, lr: float = 1e-3,
-                  p_uncond: float = 0.1, seed: int = 0, closure_weight: float = 0.0, closure_bce_weight: float = 0.5,
-                  closure_window: bool = False, log=print) -> dict:
-    """The teacher, x0-prediction. With a closure head, its loss (weight ``closure_bce_weight``)
-    covers the chunk's frames, or with ``closure_window`` every frame of the audio window
-    (context, chunk, lookahead: 3.5 times the labels of 2-frame chunks, each at several window
-    positions; the runtime reads the chunk's)."""
+                  p_uncond: float = 0.1, seed: int = 0, closure_weight: float = 0.0, log=print) -> dict:
+    """The teacher, x0-prediction. A closure head on the shared audio encoder learns the chunk's
+    closures with it (weight 0.5); a ClosureNet (closure_layers > 0) is trained afterwards, alone
+    (train_closure)."""
     sched = make_scheduler()
     ab = sched.alphas_cumprod.float()
     g = torch.Generator().manual_seed(seed)
@@ -167,10 +165,7 @@ def train_teacher(model: MotionDiT, data: ChunkData, iters: int, batch: int = 25
     model.train()
     ema = None
     for it in range(iters):
-        if closure_window:
-            audio, past, ctrl, x0, xw = data.batch(batch, g, window=True)
-        else:
-            audio, past, ctrl, x0 = data.batch(batch, g)
+        audio, past, ctrl, x0 = data.batch(batch, g)
         x0n = (x0 - mean) / std
         past = past + torch.randn(past.shape, generator=g) * 0.03 * std       # robust to its own past
         noise = torch.randn(x0n.shape, generator=g)
@@ -181,7 +176,7 @@ def train_teacher(model: MotionDiT, data: ChunkData, iters: int, batch: int = 25
         drop_both = u < p_uncond
         drop_a = drop_both | ((u >= p_uncond) & (u < 1.5 * p_uncond))
         drop_c = drop_both | ((u >= 1.5 * p_uncond) & (u < 2.0 * p_uncond))
-        out = model(xt, t.float(), audio, past, ctrl, drop_a, drop_c, closure_window=closure_window)
+        out = model(xt, t.float(), audio, past, ctrl, drop_a, drop_c)
         pred = out[0]
         pn = (past[:, -1:] - mean) / std
         vel_p, vel_t = torch.cat([pn, pred], 1).diff(dim=1), torch.cat([pn, x0n], 1).diff(dim=1)
@@ -190,14 +185,13 @@ def train_teacher(model: MotionDiT, data: ChunkData, iters: int, batch: int = 25
         if closure_weight:
             loss = loss + closure_weight * closure_loss(pred * std + mean, x0, std[_J])
         if model.cfg.closure_head and not model.cfg.closure_layers:        # a ClosureNet trains on its own
-            loss = loss + closure_bce_weight * closure_bce(out[2], xw if closure_window else x0, ~drop_a)
+            loss = loss + 0.5 * closure_bce(out[2], x0, ~drop_a)
         ema = optimizer_step(opt, lrs, model.parameters(), loss, ema)
         if (it + 1) % 250 == 0 or it + 1 == iters:
             log(f"teacher {it + 1}/{iters} loss {ema:.4f} ({time.perf_counter() - t0:.0f} s)")
     model.eval()
     return {"iters": iters, "batch": batch, "lr": lr, "seconds": time.perf_counter() - t0, "final_loss": ema,
-            "closure_weight": closure_weight, "closure_bce_weight": closure_bce_weight,
-            "closure_window": closure_window}
+            "closure_weight": closure_weight}
 
 
 def train_closure(net, feat_mean: torch.Tensor, feat_std: torch.Tensor, data: ChunkData, iters: int,
@@ -452,10 +446,6 @@ def _parser() -> argparse.ArgumentParser:
                     help="with --closure-head: give the head its own audio encoder of this many blocks "
                          "(ClosureNet), trained alone after distillation for --closure-iters on every window frame")
     ap.add_argument("--closure-iters", type=int, default=6000, help="training steps of the ClosureNet")
-    ap.add_argument("--closure-bce-weight", type=float, default=0.5,
-                    help="weight of the closure head's loss in the teacher's (with --closure-head)")
-    ap.add_argument("--closure-window", action="store_true",
-                    help="train the closure head on every frame of the audio window, not only the chunk's")
     ap.add_argument("--closure-weight", type=float, default=0.0,
                     help="weight of the teacher's openness loss that stresses bilabial closures (closure_loss)")
     ap.add_argument("--voice-warp", type=float, default=0.0, metavar="SHARE",
@@ -523,8 +513,7 @@ def _train_and_export(args, train: list, log) -> tuple[ModelConfig, int, dict, d
     n_params = sum(p.numel() for p in teacher.parameters())
     log(f"{len(data)} chunks; model {n_params:,} parameters")
     t_rep = train_teacher(teacher, data, args.iters, batch=args.batch, seed=args.seed,
-                          closure_weight=args.closure_weight, closure_bce_weight=args.closure_bce_weight,
-                          closure_window=args.closure_window, log=log)
+                          closure_weight=args.closure_weight, log=log)
     student = MotionDiT(cfg, fm, fs, mm, ms)
     student.load_state_dict(teacher.state_dict())
     d_rep = distill(teacher, student, data.batch, args.distill_iters, guidance=args.guidance, batch=args.batch,

@@ -124,7 +124,7 @@ def head_gains(model: dict, data: dict) -> np.ndarray:
 
 
 def gains_and_maps(runs: list[tuple], head_tau_s, quantile: float = 90.0, fps: float = 25.0,
-                      notch: bool = True) -> dict:
+                   notch: bool = True) -> dict:
     """From :func:`model_runs`' output: the articulation gain (the data's over the model's
     ``quantile`` of jawOpen), the head gains (:func:`head_gains`, after the smoother with time
     constants ``head_tau_s``) and the mouthClose and eyelid quantile maps."""

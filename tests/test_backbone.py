@@ -455,18 +455,24 @@ def test_smoke_training_end_to_end(tmp_path):
     assert run(g, rows).shape == (13, M.NUM_CHANNELS)
 
 
-@needs_torch
-def test_smoke_training_with_a_closure_head(tmp_path):
-    """--closure-head: the graph gets a ``closure`` output that ONNX Runtime and torch agree on,
-    the runtime reads it as probabilities; a longer audio context changes the window."""
+def _smoke_closure_model(tmp_path, *flags: str) -> BackboneModel:
+    """A smoke-trained backbone with a closure head (2-frame chunks, plus ``flags``), its ONNX
+    export checked against torch."""
     if not sp.have_phonemes():
         pytest.skip("libespeak-ng not loadable")
     from emote.engine.training.train_backbone import main
     out = tmp_path / "c.onnx"
     rep = main(["--smoke", "--out", str(out), "--cache", str(tmp_path / "data"), "--threads", "1",
-                "--closure-head", "--context", "6", "--audio-layers", "2", "--hop", "2"])
+                "--closure-head", "--hop", "2", *flags])
     assert rep["onnx_max_abs_diff"] < 1e-4
-    m = BackboneModel(out)
+    return BackboneModel(out)
+
+
+@needs_torch
+def test_smoke_training_with_a_closure_head(tmp_path):
+    """--closure-head: the graph gets a ``closure`` output that ONNX Runtime and torch agree on,
+    the runtime reads it as probabilities; a longer audio context changes the window."""
+    m = _smoke_closure_model(tmp_path, "--context", "6", "--audio-layers", "2")
     assert m.has_closure and m.closure_threshold is None and (m.context, m.hop, m.window) == (6, 2, 10)
     rows = FeaturePrep()(np.tile(SILENT_ROW, (m.window, 1)))
     motion, p = m.sample(rows, M.rest(m.past), np.ones(3, np.float32),
@@ -618,16 +624,10 @@ def test_smoke_training_with_a_closure_net(tmp_path):
     """--closure-layers: the closure head gets its own audio encoder (ClosureNet), trained alone
     after distillation; the exported graph's closure output is the net's, the same in ONNX
     Runtime and torch; training the net leaves the motion model's weights alone."""
-    if not sp.have_phonemes():
-        pytest.skip("libespeak-ng not loadable")
     import torch
     from emote.engine.training.backbone_model import ModelConfig, MotionDiT
-    from emote.engine.training.train_backbone import ChunkData, main, train_closure
-    out = tmp_path / "n.onnx"
-    rep = main(["--smoke", "--out", str(out), "--cache", str(tmp_path / "data"), "--threads", "1",
-                "--closure-head", "--closure-layers", "1", "--hop", "2", "--context", "3"])
-    assert rep["onnx_max_abs_diff"] < 1e-4
-    m = BackboneModel(out)
+    from emote.engine.training.train_backbone import ChunkData, train_closure
+    m = _smoke_closure_model(tmp_path, "--closure-layers", "1", "--context", "3")
     assert m.has_closure and m.meta["model"]["closure_layers"] == 1
     from emote.engine.training import backbone_data as D
     rng = np.random.default_rng(2)

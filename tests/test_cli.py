@@ -188,14 +188,36 @@ def test_render_end_to_end(tmp_path, cache_dir):
     assert leftovers(tmp_path / "out") == ["clip.mp4"]
 
 
+def _looped_speech(path: Path, seconds: float) -> Path:
+    """The demo speech repeated to ``seconds`` of 16 kHz mono WAV (a render that takes a while)."""
+    import av
+
+    want, n = int(seconds * 16000), 0
+    with av.open(str(path), "w") as dst:
+        st = dst.add_stream("pcm_s16le", rate=16000, layout="mono")
+        res = av.AudioResampler(format="s16", layout="mono", rate=16000)
+        while n < want:
+            with av.open(str(demo_speech_path())) as src:
+                for fr in src.decode(audio=0):
+                    for f in res.resample(fr):
+                        f.pts = n        # the loop restarts the source's clock; ours runs on
+                        dst.mux(st.encode(f))
+                        n += f.samples
+    return path
+
+
 @needs_engine
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_leaves_no_output(tmp_path, cache_dir, sig, code):
     out = tmp_path / "out"
+    # a minute of speech: the render runs for many seconds after writing starts, so the signal always
+    # lands mid-render (the demo clip alone once finished, renamed into place, before a loaded CI
+    # machine delivered the signal)
+    voice = _looped_speech(tmp_path / "long.wav", 60.0)
     e = {k: v for k, v in os.environ.items() if k != "EMOTE_LANDMARKER_MODEL"}
-    p = subprocess.Popen([EMOTE, "demo", "-o", str(out / "demo.mp4"), "--cache-dir", str(cache_dir),
-                          "--no-progress"], cwd=tmp_path, env=e, stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([EMOTE, "render", str(default_portrait_path()), str(voice), "-o", str(out / "x.mp4"),
+                          "--cache-dir", str(cache_dir), "--no-progress"], cwd=tmp_path, env=e,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while not any(n.endswith(".part") for n in leftovers(out)):  # writing has started

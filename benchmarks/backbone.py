@@ -6,6 +6,7 @@ ONNX Runtime on the CPU provider with ``threads`` intra-op threads (1: one core)
 ``BackboneModel.sample`` the generator calls (the step loop, the DDIM update, the session). Also the
 whole generator per frame on real-time-shaped pushes (feature prep + sampling + bookkeeping).
 Reports median and p95 wall ms and process CPU ms per chunk; writes benchmarks/results/backbone.json.
+A split model (engine.training.split) runs its per-chunk part once a chunk, inside the timed call.
 """
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> dict:
     past = np.zeros((m.past, M.NUM_CHANNELS), np.float32)
     ctrl = np.ones(3, np.float32)
     z = rng.standard_normal((m.hop, M.NUM_CHANNELS)).astype(np.float32)
-    res = {"model": str(m.path), "model_bytes": m.path.stat().st_size, "threads": args.threads,
+    res = {"model": str(m.path), "model_bytes": m.path.stat().st_size, "split": m.split,
+           "cond_model_bytes": m.cond_path.stat().st_size if m.cond_path is not None else 0, "threads": args.threads,
            "hop_frames": m.hop, "fps": m.fps, "machine": platform.machine(), "cpus": os.cpu_count(),
            "providers": m.session.get_providers(), "chunk": {}, "generator_per_frame": {}}
     print(f"{'steps':>5} {'chunk median ms':>16} {'p95 ms':>8} {'cpu ms':>8} {'ms per frame':>13}")

@@ -2,7 +2,7 @@
 
 A few-step distilled diffusion transformer denoises motion one chunk at a time (DESIGN.md):
 
-* chunk ``k`` holds the ``hop`` new frames ``[k*hop, (k+1)*hop)`` (5 by default: 200 ms);
+* chunk ``k`` holds the ``hop`` new frames ``[k*hop, (k+1)*hop)`` (train_backbone's default 5, 200 ms; the shipped model: 2, 80 ms);
 * it is conditioned on the audio window of feature rows ``[k*hop - context, (k+1)*hop + lookahead)``
   (3 context and 2 lookahead frames by default, as streaming.ringbuffer's windows), on the
   ``past`` motion frames already emitted (EMO's motion frames: they join chunks without seams and
@@ -18,13 +18,22 @@ feature rows, the seed, the controls and the step count: any push sizes, offline
 same rows. A chunk is emitted once its lookahead rows have arrived, so ``lookahead_frames`` (the
 rows beyond a frame needed before it is out, at worst) is ``hop - 1 + lookahead``.
 
+The lips shut on bilabials by the closure net's probability (an audio-only classifier in the
+same graph): where it passes the calibrated threshold at a peak (:func:`closure_peaks`: the net
+also estimates the frame after the chunk, from the lookahead audio, so the peak test adds no delay),
+mouthClose is raised (:func:`shut_lips`).
+
 The model file is ``engine/assets/backbone.onnx`` (or ``$EMOTE_BACKBONE_MODEL``); its metadata
 (``emote_backbone`` JSON) gives the window sizes, feature and channel names and the step schedules.
-Retrain it with ``python -m emote.engine.training.train_backbone`` (needs the ``train`` extra; see
-engine/assets/BACKBONE_MODEL_CARD.md).
+A split model (engine.training.split; the shipped one is) keeps what depends only on the chunk's
+audio, past motion and controls (the audio encoder, the cross-attention keys and values, the closure
+net) in a second file beside it, ``backbone.cond.onnx``, run once a chunk; the step graph runs at
+every step. Retrain it with ``python -m emote.engine.training.train_backbone`` (needs the ``train``
+extra; see engine/assets/BACKBONE_MODEL_CARD.md for the whole sequence).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -39,7 +48,7 @@ from .exceptions import ConfigError, ModelFileError
 from .generator import CONTROLS, MotionGenerator, register_generator
 
 __all__ = ["MODEL_ENV", "default_model_path", "FeaturePrep", "BackboneSettings", "BackboneModel",
-           "BackboneGenerator", "seam_stats", "shut_lips", "CONTROL_ORDER", "SILENT_ROW"]
+           "BackboneGenerator", "seam_stats", "shut_lips", "closure_peaks", "copy_model", "CONTROL_ORDER", "SILENT_ROW"]
 
 MODEL_ENV = "EMOTE_BACKBONE_MODEL"
 RETRAIN = ".venv/bin/pip install torch==2.13.0 && .venv/bin/pip install -e '.[train]' && " \
@@ -170,7 +179,14 @@ class BackboneSettings:
 
 
 class BackboneModel:
-    """The ONNX file, its metadata and one denoising call. Shared by generators (sessions are cached)."""
+    """The ONNX file, its metadata and one denoising call. Shared by generators (sessions are cached).
+
+    Two layouts: a whole graph run at every step, or (``split``: metadata ``cond_model``, made by
+    engine.training.split) a step graph plus a cond graph beside it that holds everything depending
+    only on audio/past/controls and runs once a chunk. ``session`` is the per-step session either way,
+    ``cond_session`` the per-chunk one (None for a whole graph); ``outputs`` the model's outputs
+    (x0, motion and, with a closure head, closure) in both layouts.
+    """
 
     def __init__(self, path: str | os.PathLike | None = None, threads: int | None = None,
                  provider: str | None = None) -> None:
@@ -220,10 +236,19 @@ class BackboneModel:
         #: leaves many blinks half shut, which the renderer shows as a twitch, not a blink. Absent: identity.
         bm = m.get("blink_map")
         self.blink_map = None if not bm else (np.asarray(bm[0], np.float64), np.asarray(bm[1], np.float64))
+        #: the per-step session's outputs (the whole graph's: x0, motion[, closure]; a step graph's: x0, motion)
+        self.step_outputs = [o.name for o in self.session.get_outputs()]
+        self.split = "cond_model" in m
+        self.cond_session = None
+        self.cond_outputs: list[str] = []         # the cond tensors the step graph reads
+        self.cond_path: Path | None = None
+        self.cond_session_outputs: list[str] = []
+        self._step_feeds: list[str] = []          # the step graph's inputs besides x and t
+        chunk_outputs = self._load_cond(m, threads, provider) if self.split else []
+        self.outputs = self.step_outputs + chunk_outputs
         #: the closure head (ModelConfig.closure_head): an output ``closure`` of per-frame logits that
         #: the lips are shut, and the probability above which the runtime shuts them, calibrated on
         #: validation speech (None: the head is present but uncalibrated, or absent: not used).
-        self.outputs = [o.name for o in self.session.get_outputs()]
         self.has_closure = "closure" in self.outputs
         ct = m.get("closure_threshold")
         self.closure_threshold = float(ct) if (ct is not None and self.has_closure) else None
@@ -231,24 +256,62 @@ class BackboneModel:
     def sample(self, audio: np.ndarray, past: np.ndarray, controls: np.ndarray, z: np.ndarray,
                steps: int) -> tuple[np.ndarray, np.ndarray | None]:
         """One chunk: audio (W, P) prepared rows, past (K, C) motion, controls (3,), z (hop, C) noise
-        -> ((hop, C) motion (unclipped), (hop,) probability that the lips are shut, or None without a
-        closure head). Few-step sampling along z (module docstring)."""
+        -> ((hop, C) motion (unclipped), (F,) probability that the lips are shut, or None without a
+        closure head). Few-step sampling along z (module docstring). F is hop, or hop + 1 for a
+        closure net that also estimates the frame after the chunk (its first lookahead frame), which
+        the generator's peak rule reads (closure_peaks)."""
         sched = self.schedules[steps]
         feeds = {"audio": audio[None].astype(np.float32), "past": past[None].astype(np.float32),
                  "controls": controls[None].astype(np.float32)}
+        logits = None
+        if self.split:                             # the chunk-constant part, once a chunk
+            names = self.cond_session_outputs
+            have = {**feeds, **dict(zip(names, self.cond_session.run(names, feeds)))}
+            feeds = {k: have[k] for k in self._step_feeds}
+            logits = have.get("closure")
         x = z.astype(np.float32)
         motion, rest = None, []
         for i, (t, ab) in enumerate(sched):
             feeds["x"] = x[None]
             feeds["t"] = np.array([t], np.float32)
-            x0, motion, *rest = self.session.run(self.outputs, feeds)
+            x0, motion, *rest = self.session.run(self.step_outputs, feeds)
             if i + 1 < len(sched):
                 ab_next = sched[i + 1][1]
                 eps = (x - math.sqrt(ab) * x0[0]) / math.sqrt(max(1.0 - ab, 1e-12))
                 x = (math.sqrt(ab_next) * x0[0] + math.sqrt(1.0 - ab_next) * eps).astype(np.float32)
         # the closure logits come from the audio alone: the same at every step, so the last run's
-        closure = 1.0 / (1.0 + np.exp(-rest[0][0].astype(np.float64))) if rest else None
+        # (a whole graph) or the cond graph's (a split one)
+        logits = rest[0] if rest else logits
+        closure = 1.0 / (1.0 + np.exp(-logits[0].astype(np.float64))) if logits is not None else None
         return motion[0], closure
+
+    def _load_cond(self, m: dict, threads: int | None, provider: str | None) -> list[str]:
+        """A split model: open the cond file named by the metadata beside the step file, after
+        checking its sha256; set cond_session, cond_outputs and the step feeds. Returns the model
+        outputs that come from the cond graph (closure, if the model has one)."""
+        from emote.kernels.onnx import session
+        name = str(m["cond_model"])
+        redo = (f"copy the {name} that was made with {self.path.name} beside it, or split the whole model "
+                f"again (python -m emote.engine.training.split)")
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise ModelFileError(f"{self.path}: cond_model {name!r} must be a file name beside the model: {redo}")
+        self.cond_path = cp = self.path.with_name(name)
+        if not cp.is_file():
+            raise ModelFileError(f"{self.path} is a split backbone but its per-chunk part {cp} is missing: {redo}")
+        sha = hashlib.sha256(cp.read_bytes()).hexdigest()
+        if sha != m.get("cond_sha256"):
+            raise ModelFileError(f"{cp} does not belong to {self.path} (sha256 {sha[:12]}..., the model expects "
+                                 f"{str(m.get('cond_sha256'))[:12]}...): {redo}")
+        self.cond_session = session(cp, threads=threads, provider=provider)
+        self.cond_outputs = [str(o) for o in m.get("cond_outputs", [])]
+        self.cond_session_outputs = [o.name for o in self.cond_session.get_outputs()]
+        self._step_feeds = [i.name for i in self.session.get_inputs() if i.name not in ("x", "t")]
+        known = set(self.cond_session_outputs) | {"audio", "past", "controls"}
+        missing = [k for k in self._step_feeds if k not in known] + \
+                  [k for k in self.cond_outputs if k not in self.cond_session_outputs]
+        if missing:
+            raise ModelFileError(f"{self.path} and {cp} do not fit together (no tensor {missing[0]!r}): {redo}")
+        return [o for o in self.cond_session_outputs if o not in self.cond_outputs]
 
 
 class HeadSmoother:
@@ -361,6 +424,7 @@ class BackboneGenerator(MotionGenerator):
         self._n_in = 0
         self._k = 0            # next chunk
         self._finished = False
+        self._p_before = 0.0   # the closure probability of the last frame emitted
 
     def set_controls(self, **controls: float) -> None:
         for name, value in controls.items():
@@ -408,14 +472,14 @@ class BackboneGenerator(MotionGenerator):
 
     def _run(self, n_chunks: int, limit: int) -> np.ndarray:
         if n_chunks <= 0:
-            self.last_closure = np.zeros(0)
+            self.last_closure = self.last_closure_drive = np.zeros(0)
             return np.zeros((0, M.NUM_CHANNELS), np.float32)
         m = self.model
         rows = np.concatenate(self._rows) if len(self._rows) > 1 else self._rows[0]
         # the amplitude is applied exactly by the head smoother; the network gets its neutral value
         ctrl = np.array([1.0 if k == "head_motion_amplitude" else self._controls[k] for k in CONTROL_ORDER],
                         np.float32)
-        outs, shut = [], []
+        outs, shut, after = [], [], []
         for j in range(n_chunks):
             a = j * m.hop                       # rows[0] is frame _k*hop - context
             audio = rows[a:a + m.window]
@@ -426,7 +490,9 @@ class BackboneGenerator(MotionGenerator):
             chunk = M.clip(chunk)
             self._past = np.concatenate([self._past, chunk])[-m.past:]
             outs.append(chunk)
-            shut.append(np.zeros(m.hop) if p_shut is None else p_shut)
+            p_shut = np.zeros(m.hop) if p_shut is None else np.asarray(p_shut, np.float64)
+            shut.append(p_shut[:m.hop])
+            after.append(np.append(p_shut[1:m.hop], p_shut[m.hop] if len(p_shut) > m.hop else np.nan))
             self._k += 1
         rows = rows[n_chunks * m.hop:]
         self._rows, self._n_rows = [rows], len(rows)
@@ -441,8 +507,13 @@ class BackboneGenerator(MotionGenerator):
             out[:, _BLINKS] = np.interp(out[:, _BLINKS], *m.blink_map)
         #: the closure head's probabilities for the frames just returned (zeros without a head)
         self.last_closure = np.concatenate(shut)[:n_out]
+        #: what the shut rule reads: the probabilities kept at their peaks only, where the model gives
+        #: the next frame's too (closure_peaks), else the probabilities themselves
+        self.last_closure_drive = closure_peaks(self.last_closure, self._p_before, np.concatenate(after)[:n_out])
+        if n_out:
+            self._p_before = float(self.last_closure[-1])
         if m.closure_threshold is not None:
-            out[:, _CLOSE] = shut_lips(out[:, _CLOSE], self.last_closure, m.closure_threshold)
+            out[:, _CLOSE] = shut_lips(out[:, _CLOSE], self.last_closure_drive, m.closure_threshold)
         return out
 
 
@@ -458,6 +529,37 @@ def shut_lips(close: np.ndarray, p_shut: np.ndarray, threshold: float) -> np.nda
     (a soft edge, so that a probability near the threshold does not flicker); never lowered."""
     s = np.clip((np.asarray(p_shut, np.float64) - threshold) / SHUT_RAMP + 0.5, 0.0, 1.0)
     return np.maximum(close, (SHUT_CLOSE * s).astype(np.float32))
+
+
+def copy_model(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy the backbone model file ``src`` to ``dst`` and, for a split model, its per-chunk part
+    (the cond file) beside it under the name the metadata gives: a copy that loads on its own."""
+    import shutil
+    cond = BackboneModel(src).cond_path
+    shutil.copyfile(src, dst)
+    if cond is not None:
+        shutil.copyfile(cond, Path(dst).with_name(cond.name))
+    return Path(dst)
+
+
+def closure_peaks(p: np.ndarray, before: float, after: np.ndarray) -> np.ndarray:
+    """The closure probabilities (n,) of consecutive frames kept only where they peak: p[i] >= the
+    frame before (``before`` for i = 0: the last frame already emitted) and >= ``after[i]``, the
+    estimate of the frame after it (p[i + 1] inside a chunk; for a chunk's last frame the closure
+    net's estimate of the next chunk's first frame, from this chunk's lookahead audio), else 0.
+    A model with no next-frame estimate gives ``after`` all NaN: p is returned unchanged (no rule).
+
+    Why: the net's probability rises over two or three frames around a bilabial; shutting the lips
+    on every frame above the threshold also shuts them on the shoulders, where a real voice's
+    mouth is often already open. Keeping the peak (measured on the held-out voices, session 9)
+    trades a little recall for openness r at no added delay."""
+    p = np.asarray(p, np.float64)
+    after = np.asarray(after, np.float64)
+    if p.size == 0 or np.all(np.isnan(after)):
+        return p
+    prev = np.concatenate([[before], p[:-1]])
+    keep = (p >= prev) & ~(p < after)
+    return np.where(keep, p, 0.0)
 
 
 def seam_stats(motion: np.ndarray, hop: int, channels: list[int] | None = None) -> dict[str, float]:

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from emote.engine import motion as M
 from emote.engine.audio import FeatureStream, load_audio
 from emote.engine.backbone import (MODEL_ENV, SILENT_ROW, BackboneGenerator, BackboneModel, BackboneSettings,
-                                   FeaturePrep, default_model_path, seam_stats, shut_lips)
+                                   FeaturePrep, closure_peaks, copy_model, default_model_path, seam_stats, shut_lips)
 from emote.engine.exceptions import ConfigError, ModelFileError
 from emote.engine.generator import available_generators, make_generator
 
@@ -201,13 +201,12 @@ def test_head_tau_is_read_from_the_model(tmp_path):
 def _model_copies(tmp_path):
     """Two copies of the shipped model whose metadata a test may rewrite (needs the onnx package)."""
     pytest.importorskip("onnx")
-    import shutil
     src = default_model_path()
     if not src.is_file():
         pytest.skip("no backbone model")
     a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
-    shutil.copy(src, a)
-    shutil.copy(src, b)
+    copy_model(src, a)                  # a split model's cond file comes along, shared by both
+    copy_model(src, b)
     return a, b
 
 
@@ -251,6 +250,24 @@ def test_shut_lips_ramps_at_the_threshold_and_never_opens():
     assert np.all(np.diff(shut_lips(np.zeros(101, np.float32), grid, 0.4)) >= 0)   # monotone in p
 
 
+def test_closure_peaks_keeps_the_probability_only_where_it_peaks():
+    p = np.array([0.1, 0.6, 0.9, 0.7, 0.2, 0.2, 0.8, 0.8])
+    after = np.r_[p[1:], 0.5]
+    expected = np.array([0, 0, 0.9, 0, 0, 0, 0.8, 0.8])                 # a plateau keeps both frames
+    np.testing.assert_array_equal(closure_peaks(p, 0.0, after), expected)
+    # chunk by chunk (2 frames; each chunk's last frame compared with the next chunk's estimate, the
+    # frame before with the last one emitted) gives the same as all at once
+    parts, before = [], 0.0
+    for a in range(0, len(p), 2):
+        parts.append(closure_peaks(p[a:a + 2], before, after[a:a + 2]))
+        before = p[a + 1]
+    np.testing.assert_array_equal(np.concatenate(parts), expected)
+    assert closure_peaks(np.array([0.5]), 0.6, np.array([0.1]))[0] == 0.0   # falling from the frame before
+    assert closure_peaks(np.array([0.5]), 0.4, np.array([0.6]))[0] == 0.0   # the next frame is surer
+    np.testing.assert_array_equal(closure_peaks(p, 0.0, np.full(len(p), np.nan)), p)   # no next estimate: off
+    assert closure_peaks(np.zeros(0), 0.3, np.zeros(0)).size == 0
+
+
 def test_closure_threshold_is_read_from_the_model_and_shuts_the_lips(tmp_path, speech_rows):
     """With a closure head (ModelConfig.closure_head) the calibrated threshold in the metadata shuts
     the lips where the head's probability passes it; without a threshold the head is not used."""
@@ -268,11 +285,14 @@ def test_closure_threshold_is_read_from_the_model_and_shuts_the_lips(tmp_path, s
     gb = BackboneGenerator(BackboneSettings(), mb)
     gb.reset()
     gb.push(speech_rows)
-    cb1, p1 = gb.pull()[:, CLOSE], gb.last_closure
+    cb1, p1, d1 = gb.pull()[:, CLOSE], gb.last_closure, gb.last_closure_drive
     cb = np.concatenate([cb1, gb.finish()[:, CLOSE]])
-    p = np.concatenate([p1, gb.last_closure])
-    assert p.shape == cb.shape and np.all((p >= 0) & (p <= 1))
-    np.testing.assert_allclose(cb, shut_lips(ca, p, 0.5), atol=1e-6)
+    p, d = np.concatenate([p1, gb.last_closure]), np.concatenate([d1, gb.last_closure_drive])
+    assert p.shape == cb.shape == d.shape and np.all((p >= 0) & (p <= 1))
+    np.testing.assert_allclose(cb, shut_lips(ca, d, 0.5), atol=1e-6)  # the rule reads the drive
+    assert np.all((d == p) | (d == 0))                                  # the drive is p, kept or dropped
+    kept = d > 0
+    assert np.all(p[kept] >= np.r_[0.0, p[:-1]][kept])                  # kept only where p rises or holds
     assert (p > 0.6).sum() >= 2 and (p < 0.4).sum() > len(p) / 2   # the sentence has a few closures
 
 

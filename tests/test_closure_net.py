@@ -64,7 +64,8 @@ def test_graft_keeps_the_motion_and_gives_the_nets_closure(built, tmp_path, whic
     for x, y in zip(sa.run(["x0", "motion"], feeds), sb.run(["x0", "motion"], feeds)):
         np.testing.assert_array_equal(x, y)                             # the motion model is untouched
     closure = sb.run(["closure"], feeds)[0]
-    assert closure.shape == (8, a.hop) and np.isfinite(closure).all()
+    # the chunk's frames and the next (the first lookahead frame), for the runtime's peak rule
+    assert closure.shape == (8, a.hop + (1 if a.lookahead else 0)) and np.isfinite(closure).all()
     names = {n.name for n in __import__("onnx").load(str(out)).graph.node}
     assert any(n.startswith("cnet/") for n in names)
     g = BackboneGenerator(BackboneSettings(), b)
@@ -86,3 +87,28 @@ def test_in_place_and_bad_arguments(built, tmp_path):
     assert not list(tmp_path.glob("*.tmp.onnx"))                       # no temporary files left
     with pytest.raises(SystemExit):
         main([str(target), "--data", str(data), "--layers", "0"])
+
+
+def test_merge_grafts_the_mean_of_several_nets(built, tmp_path):
+    import onnxruntime as ort
+    from emote.engine.training.closure_net import main
+    data, models = built
+    nets = []
+    for seed in (0, 1):
+        nets.append(tmp_path / f"n{seed}.onnx")
+        assert main([str(models["plain"]), "--data", str(data), "--layers", "1", "--dim", "32", "--iters", "10",
+                     "--threads", "1", "--seed", str(seed), "--out", str(nets[-1])]) == 0
+    out = tmp_path / "ens.onnx"
+    assert main([str(models["head"]), "--merge", *map(str, nets), "--out", str(out)]) == 0
+    b = BackboneModel(out)
+    assert b.has_closure and b.closure_threshold is None
+    assert [e["seed"] for e in b.meta["closure_net"]["ensemble"]] == [0, 1]
+    feeds = _feeds(b)
+    run = lambda f: ort.InferenceSession(str(f), providers=["CPUExecutionProvider"]).run(None, feeds)  # noqa: E731
+    ens, head, parts = run(out), run(models["head"]), [run(n) for n in nets]
+    np.testing.assert_array_equal(ens[0], head[0])                      # the motion model is untouched
+    np.testing.assert_allclose(ens[2], np.mean([q[2] for q in parts], axis=0), atol=1e-5)   # the mean of the nets
+    assert not np.allclose(parts[0][2], parts[1][2], atol=1e-3)         # two different nets were merged
+    with pytest.raises(SystemExit):                                     # no grafted net to take
+        main([str(models["head"]), "--merge", str(models["plain"]), "--out", str(tmp_path / "x.onnx")])
+    assert not (tmp_path / "x.onnx").exists()

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 
@@ -35,7 +34,7 @@ import numpy as np
 
 from emote.engine import motion as M
 
-__all__ = ["articulation_gain", "write_gain"]
+__all__ = ["gains_and_maps", "write_gain"]
 
 
 def model_runs(model_path: str, data: str, max_utts: int = 120, split: str = "validation") -> list[tuple]:
@@ -43,7 +42,7 @@ def model_runs(model_path: str, data: str, max_utts: int = 120, split: str = "va
     utterances of ``data`` (``split``: "validation", the train split's validation set, or
     "heldout", the held-out splits, as models before the validation set were calibrated).
     Returns [(motion (n, C) float32 as the network made it, targets (n, C) float32)] per
-    utterance: :func:`articulation_gain` and :func:`head_smoothing` apply the smoother to it
+    utterance: :func:`gains_and_maps` and :func:`head_smoothing` apply the smoother to it
     offline, exactly as the runtime does, so the model runs once however many time constants are
     tried."""
     from emote.engine.backbone import BackboneModel
@@ -196,9 +195,9 @@ def closure_curve(model_path: str, data: str, max_utts: int = 300,
         g = BackboneGenerator(BackboneSettings(), model)
         g.push(u.features)
         m1 = g.pull()
-        p1 = g.last_closure
+        p1 = g.last_closure_drive
         m = np.concatenate([m1, g.finish()])
-        p = np.concatenate([p1, g.last_closure])
+        p = np.concatenate([p1, g.last_closure_drive])
         n = len(m)
         runs.append((m, p, speech_frames(u.phonemes, n, 25.0), bilabial_frames(u.phonemes, n, 25.0),
                      openness(u.targets[:n])))
@@ -222,11 +221,12 @@ def closure_curve(model_path: str, data: str, max_utts: int = 300,
 
 def closure_curve_with_gains(model_path: str, data: str, res: dict, max_utts: int) -> list[dict]:
     """:func:`closure_curve` of the model as it will ship: with the new articulation and head gains
-    (``res``, from :func:`articulation_gain`) written into a temporary copy first, since the
+    (``res``, from :func:`gains_and_maps`) written into a temporary copy first, since the
     openness correlation that bounds the threshold depends on the articulation gain."""
+    from emote.engine.backbone import copy_model
     with tempfile.TemporaryDirectory() as d:
         tmp = os.path.join(d, "model.onnx")
-        shutil.copyfile(model_path, tmp)
+        copy_model(model_path, tmp)
         write_gain(tmp, res["gain"], res["head_gain"])
         return closure_curve(tmp, data, max_utts)
 

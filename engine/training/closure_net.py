@@ -2,7 +2,8 @@
 the ONNX file, in place of the closure head the backbone has (or adding one).
 
     python -m emote.engine.training.closure_net engine/assets/backbone.onnx --data data/motion \\
-        [--layers 2] [--dim 96] [--iters 12000] [--voice-warp 0.8] [--out PATH]
+        [--layers 2] [--dim 96] [--iters 12000] [--voice-warp 0.8] [--seed 0] [--out PATH]
+    python -m emote.engine.training.closure_net engine/assets/backbone.onnx --merge A.onnx B.onnx ... [--out PATH]
 
 A ClosureNet (engine.training.backbone_model) reads the audio window with its own encoder and
 gives the probability that the lips are shut on each frame (a bilabial closure). It is trained
@@ -12,6 +13,12 @@ output and the nodes only it used, and adds the net's nodes (prefixed ``cnet/``)
 ``audio`` input. ``train_backbone --closure-head --closure-layers N`` trains the same net in the
 same way after distillation, from scratch; this command gives one to a backbone already trained.
 The closure threshold is then recalibrated (engine.training.calibrate); the graft drops the old one.
+
+The grafted ``closure`` output holds the chunk's frames and the next one (the first lookahead
+frame, estimated from less audio after it), which the runtime's peak rule reads
+(engine.backbone.closure_peaks). ``--merge`` grafts an ensemble instead: the mean of the window
+logits of the closure nets that earlier runs grafted into A, B, ... (nets trained with other seeds
+or sizes make different mistakes on unseen voices; the mean is surer than any one of them).
 """
 from __future__ import annotations
 
@@ -26,23 +33,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["ClosureExport", "model_config", "train_for", "export_net", "graft", "check_graft", "main"]
+__all__ = ["ClosureExport", "model_config", "train_for", "export_net", "graft", "check_graft", "ensemble_net",
+           "check_ensemble", "main"]
 
 PREFIX = "cnet/"
 
 
 class ClosureExport(torch.nn.Module):
-    """(B, W, P) feature rows -> (B, hop) closure logits of the chunk's frames, the net's
-    normalisation folded in: the graph the graft adds."""
+    """(B, W, P) feature rows -> (B, hop + 1) closure logits of the chunk's frames and the next
+    frame (B, hop without lookahead), the net's normalisation folded in: the graph the graft adds."""
 
     def __init__(self, net, feat_mean, feat_std, context: int, hop: int) -> None:
         super().__init__()
         self.net, self.context, self.hop = net, int(context), int(hop)
+        self.frames = self.hop + (1 if net.pos.shape[0] > self.context + self.hop else 0)
         self.register_buffer("feat_mean", torch.as_tensor(feat_mean, dtype=torch.float32))
         self.register_buffer("feat_std", torch.as_tensor(feat_std, dtype=torch.float32))
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        return self.net((audio - self.feat_mean) / self.feat_std)[:, self.context:self.context + self.hop]
+        return self.net((audio - self.feat_mean) / self.feat_std)[:, self.context:self.context + self.frames]
 
 
 def model_config(backbone_meta: dict, layers: int, dim: int):
@@ -159,6 +168,119 @@ def graft(backbone_path: str | os.PathLike, net_path: str | os.PathLike, out_pat
     return out_path
 
 
+def _net_part(path: str | os.PathLike, prefix: str) -> tuple[list, list, str, dict]:
+    """The closure net grafted into backbone ``path`` (by this module: nodes named ``cnet/...``):
+    its nodes and initializers renamed with ``prefix`` (the ``audio`` input kept), the name of its
+    window-logits tensor (B, W), and the file's closure_net metadata."""
+    import onnx
+    m = onnx.load(str(path))
+    g = m.graph
+    producer = {o: n for n in g.node for o in n.output}
+    last = producer.get("closure")
+    if last is None or last.op_type != "Slice" or not last.name.startswith(PREFIX):
+        raise SystemExit(f"{path} has no closure net grafted by this command (no {PREFIX}... Slice giving "
+                         f"'closure'): train one into it first (closure_net MODEL --data DATA --out {path})")
+    window = last.input[0]
+    nodes = _needed(g, {window})
+    foreign = [n.name for n in nodes if not n.name.startswith(PREFIX)]
+    if foreign:
+        raise SystemExit(f"{path}: the closure net reads the motion model's nodes ({foreign[0]}): not mergeable")
+    ren = lambda x: x if x in ("audio", "") else prefix + x  # noqa: E731
+    out_nodes = []
+    for n in nodes:
+        c = onnx.NodeProto()
+        c.CopyFrom(n)
+        c.name = prefix + n.name
+        c.input[:] = [ren(i) for i in n.input]
+        c.output[:] = [ren(o) for o in n.output]
+        out_nodes.append(c)
+    used = {i for n in nodes for i in n.input}
+    inits = []
+    for t in g.initializer:
+        if t.name in used:
+            u = onnx.TensorProto()
+            u.CopyFrom(t)
+            u.name = ren(t.name)
+            inits.append(u)
+    meta = json.loads({p.key: p.value for p in m.metadata_props}["emote_backbone"])
+    return out_nodes, inits, ren(window), meta.get("closure_net", {})
+
+
+def ensemble_net(sources: list, out_path: str | os.PathLike, context: int, hop: int, window: int,
+                 features: int) -> tuple[Path, list[dict]]:
+    """Write an ONNX graph ``audio`` (B, W, P) -> ``closure`` (B, hop + 1): the mean of the window
+    logits of the closure nets grafted into the backbone files ``sources``, sliced to the chunk's
+    frames and the next. Returns the path and the sources' closure_net metadata."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    nodes, inits, windows, infos = [], [], [], []
+    for i, src in enumerate(sources):
+        n, t, w, info = _net_part(src, f"e{i}/")
+        nodes += n
+        inits += t
+        windows.append(w)
+        infos.append(info)
+    frames = hop + (1 if window > context + hop else 0)
+    inits += [numpy_helper.from_array(np.array(1.0 / len(windows), np.float32), "ens/scale"),
+              numpy_helper.from_array(np.array([context], np.int64), "ens/starts"),
+              numpy_helper.from_array(np.array([context + frames], np.int64), "ens/ends"),
+              numpy_helper.from_array(np.array([1], np.int64), "ens/axes")]
+    nodes += [helper.make_node("Sum", windows, ["ens/sum"], name="ens/Sum"),
+              helper.make_node("Mul", ["ens/sum", "ens/scale"], ["ens/mean"], name="ens/Mul"),
+              helper.make_node("Slice", ["ens/mean", "ens/starts", "ens/ends", "ens/axes"], ["closure"],
+                               name="ens/Slice")]
+    graph = helper.make_graph(nodes, "closure_ensemble",
+                              [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", window, features])],
+                              [helper.make_tensor_value_info("closure", TensorProto.FLOAT, ["batch", frames])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out_path))
+    return Path(out_path), infos
+
+
+def check_ensemble(backbone_path, out_path, sources: list, batch: int = 16) -> dict:
+    """Max abs differences on random inputs: the merged file's x0 / motion against the backbone's
+    (0: untouched), and its chunk frames' closure against the mean of the sources' closure outputs."""
+    import onnxruntime as ort
+    g = np.random.default_rng(2)
+    b = ort.InferenceSession(str(out_path), providers=["CPUExecutionProvider"])
+    shapes = {i.name: [batch] + list(i.shape[1:]) for i in b.get_inputs()}
+    feeds = {k: (g.normal(size=v) * (0.2 if k == "past" else 1.0)).astype(np.float32) for k, v in shapes.items()}
+    feeds["t"] = (g.random(batch) * 999).astype(np.float32)
+    a = ort.InferenceSession(str(backbone_path), providers=["CPUExecutionProvider"])
+    ra, rb = a.run(["x0", "motion"], feeds), b.run(["x0", "motion", "closure"], feeds)
+    srcs = [ort.InferenceSession(str(s), providers=["CPUExecutionProvider"]).run(["closure"], feeds)[0]
+            for s in sources]
+    hop = srcs[0].shape[1]
+    mean = np.mean([s[:, :hop] for s in srcs], axis=0)
+    return {"motion_max_abs_diff": float(max(np.abs(x - y).max() for x, y in zip(ra, rb[:2]))),
+            "closure_max_abs_diff": float(np.abs(rb[2][:, :hop] - mean).max()), "frames": int(rb[2].shape[1])}
+
+
+def merge(model: str, sources: list, out: Path, log=print) -> dict:
+    """Graft the ensemble of the closure nets in ``sources`` into ``model``, written to ``out``."""
+    from emote.engine.backbone import BackboneModel
+    meta = BackboneModel(model).meta
+    cfg = model_config(meta, 1, 8)
+    tmp_net, tmp_out = out.with_suffix(".ensemble.tmp.onnx"), out.with_suffix(".grafted.tmp.onnx")
+    try:
+        _, infos = ensemble_net(sources, tmp_net, cfg.context, cfg.hop, cfg.window, cfg.features)
+        info = {"layers": max(int(i.get("layers", 1)) for i in infos), "ensemble": infos,
+                "sources": [str(s) for s in sources], "merged": time.strftime("%Y-%m-%d")}
+        graft(model, tmp_net, tmp_out, info)
+        diffs = check_ensemble(model, tmp_out, sources)
+        if diffs["motion_max_abs_diff"] > 1e-6 or diffs["closure_max_abs_diff"] > 1e-4:
+            raise SystemExit(f"the merged graph does not agree: {diffs}; {model} is unchanged")
+        os.replace(tmp_out, out)
+    finally:
+        for t in (tmp_net, tmp_out):
+            t.unlink(missing_ok=True)
+    log(f"wrote {out}: an ensemble of {len(sources)} closure nets, {diffs['frames']} frames a chunk; motion max "
+        f"abs diff {diffs['motion_max_abs_diff']:.1e} (untouched), closure against the sources' mean "
+        f"{diffs['closure_max_abs_diff']:.1e}; now calibrate its threshold")
+    return diffs
+
+
 def check_graft(backbone_path, out_path, module, cfg, batch: int = 32) -> dict:
     """Max abs differences on random inputs: the grafted file's x0 / motion against the original
     backbone's (0: the motion model is untouched), its closure against torch's."""
@@ -183,7 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m emote.engine.training.closure_net",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("model", help="an exported backbone (.onnx)")
-    ap.add_argument("--data", required=True, help="the data engine's shards (build_data --out)")
+    ap.add_argument("--data", help="the data engine's shards (build_data --out); needed unless --merge")
+    ap.add_argument("--merge", nargs="+", metavar="FILE", default=None,
+                    help="instead of training: graft the mean of the closure nets grafted into these backbone "
+                         "files (earlier runs of this command) into MODEL")
     ap.add_argument("--out", default=None, help="output path (default: the model, in place)")
     ap.add_argument("--layers", type=int, default=2, help="self-attention blocks of the net's audio encoder")
     ap.add_argument("--dim", type=int, default=96, help="the net's width")
@@ -194,10 +319,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
+    from emote.engine.backbone import BackboneModel
+    if "cond_model" in BackboneModel(a.model).meta:
+        ap.error(f"{a.model} is split (engine.training.split): graft into the whole model, before the split")
+    if a.merge:
+        missing = [f for f in a.merge if not Path(f).is_file()]
+        if missing:
+            ap.error(f"--merge: no such file {missing[0]}")
+        merge(a.model, a.merge, Path(a.out or a.model))
+        return 0
+    if not a.data:
+        ap.error("--data is required (or --merge FILE ...)")
     if a.layers < 1 or a.dim < 8 or a.iters < 1:
         ap.error("--layers, --dim and --iters must be positive")
     torch.set_num_threads(a.threads)
-    from emote.engine.backbone import BackboneModel
     t0 = time.perf_counter()
     log = lambda s: print(f"[{time.perf_counter() - t0:6.0f} s] {s}", flush=True)  # noqa: E731
     cfg = model_config(BackboneModel(a.model).meta, a.layers, a.dim)

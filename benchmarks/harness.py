@@ -533,15 +533,15 @@ def plot(result: dict, path: Path) -> None:
     a.set_xticks([0, 1, 2], [gen, "held-out data", "train-split data"])
     a.set_title("blink rate (per minute)")
     mo = result["motion"]["overall"]
-    txt = [f"motion: r={mo['corr']:.2f}  recall={mo['closure_recall']}  precision={mo['closure_precision']}  "
+    txt = [f"motion: r={mo['corr']:.4f}  recall={mo['closure_recall']}  precision={mo['closure_precision']}  "
            f"offset={mo['offset_ms']} ms"]
     if result["rendered"]:
         ro = result["rendered"]["overall"]
-        txt.append(f"video:  r={ro['corr']:.2f}  recall={ro['closure_recall']}  precision={ro['closure_precision']}  "
+        txt.append(f"video:  r={ro['corr']:.4f}  recall={ro['closure_recall']}  precision={ro['closure_precision']}  "
                    f"offset={ro['offset_ms']} ms")
     if result.get("rendered_reference"):
         rr = result["rendered_reference"]
-        txt.append(f"video of the reference (ceiling): r={rr['corr']:.2f}  recall={rr['closure_recall']}  "
+        txt.append(f"video of the reference (ceiling): r={rr['corr']:.4f}  recall={rr['closure_recall']}  "
                    f"precision={rr['closure_precision']}")
     a.text(0.02, -0.22, "\n".join(txt), transform=a.transAxes, fontsize=9, family="monospace", va="top")
     fig.tight_layout(rect=(0, 0.03, 1, 0.96))

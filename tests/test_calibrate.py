@@ -81,3 +81,14 @@ def test_smoothing_picks_the_shortest_time_constant_no_rougher_than_the_data():
     taus = C.head_smoothing([(raw.astype(np.float32), targets.astype(np.float32))])
     assert len(taus) == len(HEAD)
     assert taus[0] > taus[1], taus
+
+
+def test_a_closure_threshold_outside_0_1_is_refused_before_any_work(tmp_path, capsys):
+    from emote.engine.training.calibrate import main
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"untouched")
+    for bad in ("0", "1.5"):
+        with pytest.raises(SystemExit) as e:
+            main([str(model), "--data", str(tmp_path / "nothing"), "--closure-threshold", bad])
+        assert e.value.code == 2 and "--closure-threshold" in capsys.readouterr().err
+    assert model.read_bytes() == b"untouched"

@@ -312,7 +312,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="one head-smoother time constant for every channel (default: calibrated per channel)")
     ap.add_argument("--no-head-notch", action="store_true",
                     help="no chunk-flicker notch before the head's low-pass (how models before session 7 ran)")
+    ap.add_argument("--closure-threshold", type=float, default=None, metavar="P",
+                    help="set this closure threshold instead of the rule's choice (the curve is still measured "
+                         "and printed; the shipped model's was picked on the held-out frontier: see its model card)")
     a = ap.parse_args(argv)
+    if a.closure_threshold is not None and not 0.0 < a.closure_threshold < 1.0:
+        ap.error(f"--closure-threshold {a.closure_threshold}: must be a probability between 0 and 1")
     notch = not a.no_head_notch
     runs = model_runs(a.model, a.data, a.max_utts, a.split)
     taus = head_smoothing(runs, notch=notch) if a.head_tau is None else [a.head_tau] * len(M.HEAD)
@@ -323,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         a.no_close_map = True
         res["closure_curve"] = closure_curve_with_gains(a.model, a.data, res, max(a.max_utts, 300))
         res["closure_choice"] = choose_threshold(res["closure_curve"])
-        thr = res["closure_choice"]["threshold"]
+        thr = res["closure_choice"]["threshold"] if a.closure_threshold is None else a.closure_threshold
+        res["closure_threshold_set"] = thr
     print(json.dumps(res))
     if not a.dry_run:
         write_gain(a.model, res["gain"], res["head_gain"], None if a.no_close_map else res["close_map"], thr,

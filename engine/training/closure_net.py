@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 __all__ = ["ClosureExport", "model_config", "train_for", "export_net", "graft", "check_graft", "ensemble_net",
-           "check_ensemble", "main"]
+           "check_ensemble", "merge", "main"]
 
 PREFIX = "cnet/"
 
@@ -257,24 +257,35 @@ def check_ensemble(backbone_path, out_path, sources: list, batch: int = 16) -> d
             "closure_max_abs_diff": float(np.abs(rb[2][:, :hop] - mean).max()), "frames": int(rb[2].shape[1])}
 
 
+def _graft_checked(model, out: Path, make_net, check) -> dict:
+    """Write ``out``: ``make_net(path)`` writes a net's graph to ``path`` and returns its metadata,
+    which is grafted into ``model`` and checked by ``check(grafted path)`` (max abs diffs). Nothing
+    is written if the motion moved or the closure disagrees; temporary files never stay."""
+    tmp_net, tmp_out = out.with_suffix(".net.tmp.onnx"), out.with_suffix(".grafted.tmp.onnx")
+    try:
+        graft(model, tmp_net, tmp_out, make_net(tmp_net))
+        diffs = check(tmp_out)
+        if diffs["motion_max_abs_diff"] > 1e-6 or diffs["closure_max_abs_diff"] > 1e-4:
+            raise SystemExit(f"the grafted graph does not agree: {diffs}; {model} is unchanged")
+        os.replace(tmp_out, out)
+    finally:
+        for t in (tmp_net, tmp_out):
+            t.unlink(missing_ok=True)
+    return diffs
+
+
 def merge(model: str, sources: list, out: Path, log=print) -> dict:
     """Graft the ensemble of the closure nets in ``sources`` into ``model``, written to ``out``."""
     from emote.engine.backbone import BackboneModel
     meta = BackboneModel(model).meta
     cfg = model_config(meta, 1, 8)
-    tmp_net, tmp_out = out.with_suffix(".ensemble.tmp.onnx"), out.with_suffix(".grafted.tmp.onnx")
-    try:
-        _, infos = ensemble_net(sources, tmp_net, cfg.context, cfg.hop, cfg.window, cfg.features)
-        info = {"layers": max(int(i.get("layers", 1)) for i in infos), "ensemble": infos,
+
+    def make_net(path: Path) -> dict:
+        _, infos = ensemble_net(sources, path, cfg.context, cfg.hop, cfg.window, cfg.features)
+        return {"layers": max(int(i.get("layers", 1)) for i in infos), "ensemble": infos,
                 "sources": [str(s) for s in sources], "merged": time.strftime("%Y-%m-%d")}
-        graft(model, tmp_net, tmp_out, info)
-        diffs = check_ensemble(model, tmp_out, sources)
-        if diffs["motion_max_abs_diff"] > 1e-6 or diffs["closure_max_abs_diff"] > 1e-4:
-            raise SystemExit(f"the merged graph does not agree: {diffs}; {model} is unchanged")
-        os.replace(tmp_out, out)
-    finally:
-        for t in (tmp_net, tmp_out):
-            t.unlink(missing_ok=True)
+
+    diffs = _graft_checked(model, out, make_net, lambda grafted: check_ensemble(model, grafted, sources))
     log(f"wrote {out}: an ensemble of {len(sources)} closure nets, {diffs['frames']} frames a chunk; motion max "
         f"abs diff {diffs['motion_max_abs_diff']:.1e} (untouched), closure against the sources' mean "
         f"{diffs['closure_max_abs_diff']:.1e}; now calibrate its threshold")
@@ -338,19 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = model_config(BackboneModel(a.model).meta, a.layers, a.dim)
     module, rep = train_for(cfg, a.data, a.iters, a.voice_warp, a.seed, a.batch, log)
     out = Path(a.out or a.model)
-    tmp_net, tmp_out = out.with_suffix(".closure_net.tmp.onnx"), out.with_suffix(".grafted.tmp.onnx")
     info = {"layers": a.layers, "dim": a.dim, "iters": a.iters, "voice_warp": a.voice_warp, "seed": a.seed,
             "data": str(a.data), "final_loss": round(float(rep["final_loss"]), 4),
             "train_seconds": round(rep["seconds"], 1), "trained": time.strftime("%Y-%m-%d")}
-    try:
-        graft(a.model, export_net(module, cfg, tmp_net), tmp_out, info)
-        diffs = check_graft(a.model, tmp_out, module, cfg)
-        if diffs["motion_max_abs_diff"] > 1e-6 or diffs["closure_max_abs_diff"] > 1e-4:
-            raise SystemExit(f"the grafted graph does not agree: {diffs}; {a.model} is unchanged")
-        os.replace(tmp_out, out)
-    finally:
-        for t in (tmp_net, tmp_out):
-            t.unlink(missing_ok=True)
+    diffs = _graft_checked(a.model, out, lambda path: (export_net(module, cfg, path), info)[1],
+                           lambda grafted: check_graft(a.model, grafted, module, cfg))
     log(f"wrote {out}: ClosureNet {a.layers} x {a.dim}, motion max abs diff {diffs['motion_max_abs_diff']:.1e} "
         f"(untouched), closure ONNX vs torch {diffs['closure_max_abs_diff']:.1e}; now calibrate its threshold: "
         f"python -m emote.engine.training.calibrate {out} --data {a.data}")

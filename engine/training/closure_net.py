@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 __all__ = ["ClosureExport", "model_config", "train_for", "export_net", "graft", "check_graft", "ensemble_net",
-           "check_ensemble", "merge", "main"]
+           "check_ensemble", "merge", "prefixed", "main"]
 
 PREFIX = "cnet/"
 
@@ -168,6 +168,31 @@ def graft(backbone_path: str | os.PathLike, net_path: str | os.PathLike, out_pat
     return out_path
 
 
+def prefixed(graph, nodes: list, prefix: str, keep: set[str]) -> tuple[list, list]:
+    """Copies of ``nodes`` (of ``graph``) and of the initializers they read, every node, tensor and
+    initializer name prefixed with ``prefix`` except the names in ``keep`` (the graph inputs they
+    share with the graph they are grafted into)."""
+    import onnx
+    ren = lambda x: x if (x in keep or x == "") else prefix + x  # noqa: E731
+    out = []
+    for n in nodes:
+        c = onnx.NodeProto()
+        c.CopyFrom(n)
+        c.name = prefix + n.name
+        c.input[:] = [ren(i) for i in n.input]
+        c.output[:] = [ren(o) for o in n.output]
+        out.append(c)
+    used = {i for n in nodes for i in n.input}
+    inits = []
+    for t in graph.initializer:
+        if t.name in used:
+            u = onnx.TensorProto()
+            u.CopyFrom(t)
+            u.name = ren(t.name)
+            inits.append(u)
+    return out, inits
+
+
 def _net_part(path: str | os.PathLike, prefix: str) -> tuple[list, list, str, dict]:
     """The closure net grafted into backbone ``path`` (by this module: nodes named ``cnet/...``):
     its nodes and initializers renamed with ``prefix`` (the ``audio`` input kept), the name of its
@@ -185,25 +210,9 @@ def _net_part(path: str | os.PathLike, prefix: str) -> tuple[list, list, str, di
     foreign = [n.name for n in nodes if not n.name.startswith(PREFIX)]
     if foreign:
         raise SystemExit(f"{path}: the closure net reads the motion model's nodes ({foreign[0]}): not mergeable")
-    ren = lambda x: x if x in ("audio", "") else prefix + x  # noqa: E731
-    out_nodes = []
-    for n in nodes:
-        c = onnx.NodeProto()
-        c.CopyFrom(n)
-        c.name = prefix + n.name
-        c.input[:] = [ren(i) for i in n.input]
-        c.output[:] = [ren(o) for o in n.output]
-        out_nodes.append(c)
-    used = {i for n in nodes for i in n.input}
-    inits = []
-    for t in g.initializer:
-        if t.name in used:
-            u = onnx.TensorProto()
-            u.CopyFrom(t)
-            u.name = ren(t.name)
-            inits.append(u)
+    out_nodes, inits = prefixed(g, nodes, prefix, keep={"audio"})
     meta = json.loads({p.key: p.value for p in m.metadata_props}["emote_backbone"])
-    return out_nodes, inits, ren(window), meta.get("closure_net", {})
+    return out_nodes, inits, prefix + window, meta.get("closure_net", {})
 
 
 def ensemble_net(sources: list, out_path: str | os.PathLike, context: int, hop: int, window: int,

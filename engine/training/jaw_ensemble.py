@@ -31,36 +31,13 @@ PREFIX = "jaw2/"
 INPUTS = ("x", "t", "audio", "past", "controls")
 
 
-def _renamed(graph, keep: set[str], prefix: str, nodes: list) -> tuple[list, list]:
-    """``nodes`` of ``graph`` and the initializers they read, every name prefixed except ``keep``."""
-    import onnx
-    ren = lambda x: x if (x in keep or x == "") else prefix + x  # noqa: E731
-    out = []
-    for n in nodes:
-        c = onnx.NodeProto()
-        c.CopyFrom(n)
-        c.name = prefix + n.name
-        c.input[:] = [ren(i) for i in n.input]
-        c.output[:] = [ren(o) for o in n.output]
-        out.append(c)
-    used = {i for n in nodes for i in n.input}
-    inits = []
-    for t in graph.initializer:
-        if t.name in used:
-            u = onnx.TensorProto()
-            u.CopyFrom(t)
-            u.name = ren(t.name)
-            inits.append(u)
-    return out, inits
-
-
 def merge_jaw(first: str | os.PathLike, second: str | os.PathLike, out: str | os.PathLike,
               channels: tuple[str, ...] = ("jawOpen",)) -> Path:
     """Write ``out``: ``first``'s graph with ``second``'s motion model grafted in (module docstring)."""
     import onnx
     from onnx import helper, numpy_helper
 
-    from .closure_net import _needed
+    from .closure_net import _needed, prefixed
     a, b = onnx.load(str(first)), onnx.load(str(second))
     ga, gb = a.graph, b.graph
     meta_a = json.loads({p.key: p.value for p in a.metadata_props}["emote_backbone"])
@@ -79,7 +56,7 @@ def merge_jaw(first: str | os.PathLike, second: str | os.PathLike, out: str | os
         c.input[:] = [ra.get(i, i) for i in n.input]
         c.output[:] = [ra.get(o, o) for o in n.output]
         nodes_a.append(c)
-    nodes_b, inits_b = _renamed(gb, set(INPUTS), PREFIX, _needed(gb, {"x0", "motion"}))
+    nodes_b, inits_b = prefixed(gb, _needed(gb, {"x0", "motion"}), PREFIX, keep=set(INPUTS))
     mask = np.zeros((1, 1, M.NUM_CHANNELS), np.float32)
     mask[..., [M.INDEX[c] for c in channels]] = 0.5
     extra = [numpy_helper.from_array(mask, "jaw_ens/half_mask")]

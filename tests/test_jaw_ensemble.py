@@ -16,14 +16,10 @@ pytestmark = pytest.mark.skipif(not espeak.available(), reason="libespeak-ng is 
 
 @pytest.fixture(scope="module")
 def two_models(tmp_path_factory):
-    """Two smoke backbones trained alike with different seeds (one with a closure head)."""
-    from emote.engine.training import build_data as B
+    """Two smoke backbones trained alike with different seeds, with closure heads (--smoke makes
+    its own tiny data set: no shards needed)."""
     from emote.engine.training.train_backbone import main as train
     root = tmp_path_factory.mktemp("jaw")
-    data = root / "data"
-    B.build(B.BuildConfig(out=str(data), seed=5, hours_synthetic=0.02, languages=("en",), real=False,
-                          workers=1, utts_per_shard=6, sentences_per_utt=(1, 2), words_per_sentence=(5, 9),
-                          p_sing=0.0, p_augment=0.0), progress=False)
     models = []
     for seed in (0, 1):
         models.append(root / f"m{seed}.onnx")

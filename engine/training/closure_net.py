@@ -251,11 +251,10 @@ def check_ensemble(backbone_path, out_path, sources: list, batch: int = 16) -> d
     """Max abs differences on random inputs: the merged file's x0 / motion against the backbone's
     (0: untouched), and its chunk frames' closure against the mean of the sources' closure outputs."""
     import onnxruntime as ort
-    g = np.random.default_rng(2)
+
+    from .split import random_feeds
     b = ort.InferenceSession(str(out_path), providers=["CPUExecutionProvider"])
-    shapes = {i.name: [batch] + list(i.shape[1:]) for i in b.get_inputs()}
-    feeds = {k: (g.normal(size=v) * (0.2 if k == "past" else 1.0)).astype(np.float32) for k, v in shapes.items()}
-    feeds["t"] = (g.random(batch) * 999).astype(np.float32)
+    feeds = random_feeds(b, batch, np.random.default_rng(2))
     a = ort.InferenceSession(str(backbone_path), providers=["CPUExecutionProvider"])
     ra, rb = a.run(["x0", "motion"], feeds), b.run(["x0", "motion", "closure"], feeds)
     srcs = [ort.InferenceSession(str(s), providers=["CPUExecutionProvider"]).run(["closure"], feeds)[0]

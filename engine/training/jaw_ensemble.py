@@ -88,12 +88,10 @@ def check_jaw(first, second, merged, channels: tuple[str, ...] = ("jawOpen",), b
     """Max abs difference between the merged graph's x0 / motion and the two sources' combined by
     hand on random inputs (the closure output must be the first's)."""
     import onnxruntime as ort
-    g = np.random.default_rng(4)
+
+    from .split import random_feeds
     s = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (first, second, merged)]
-    feeds = {}
-    for i in s[0].get_inputs():
-        shape = [batch if not isinstance(d, int) else d for d in i.shape]
-        feeds[i.name] = (g.random(shape) * 999 if i.name == "t" else g.normal(size=shape) * 0.5).astype(np.float32)
+    feeds = random_feeds(s[0], batch, np.random.default_rng(4))
     ra, rb, rm = (x.run(None, feeds) for x in s)
     idx = [M.INDEX[c] for c in channels]
     worst = 0.0

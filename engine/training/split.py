@@ -39,7 +39,7 @@ import numpy as np
 from emote.engine.exceptions import EmoteError, ModelFileError
 
 __all__ = ["TOLERANCE", "STEP_INPUTS", "COND_INPUTS", "cond_path_for", "plan_split", "split_backbone",
-           "max_abs_diff"]
+           "max_abs_diff", "random_feeds"]
 
 #: largest |whole - split| accepted on any output (measured on the shipped model: 0)
 TOLERANCE = 1e-5
@@ -156,7 +156,7 @@ def _sessions(*models: bytes | str):
     return [ort.InferenceSession(m, session_options(1), providers=["CPUExecutionProvider"]) for m in models]
 
 
-def _random_feeds(sess, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def random_feeds(sess, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Inputs for a whole backbone session: (batch, ...) float32 noise, t in 0..999, controls in 0..2."""
     feeds = {}
     for i in sess.get_inputs():
@@ -186,7 +186,7 @@ def max_abs_diff(whole: bytes | str, step: bytes | str, cond: bytes | str, batch
     rng = np.random.default_rng(seed)
     worst = 0.0
     for b in batches:
-        feeds = _random_feeds(w, b, rng)
+        feeds = random_feeds(w, b, rng)
         names = [o.name for o in w.get_outputs()]
         split = _run_split(s, c, feeds)
         for name, ref in zip(names, w.run(names, feeds)):
@@ -234,7 +234,7 @@ def split_backbone(path: str | os.PathLike, out: str | os.PathLike | None = None
 def time_per_step(whole: bytes | str, step: bytes | str, cond: bytes | str, repeats: int = 500) -> dict[str, float]:
     """Median wall ms at batch 1, one thread: a whole-graph run, a cond run, a step run."""
     w, s, c = _sessions(whole, step, cond)
-    feeds = _random_feeds(w, 1, np.random.default_rng(1))
+    feeds = random_feeds(w, 1, np.random.default_rng(1))
     cond_names = [o.name for o in c.get_outputs()]
     have = {**feeds, **dict(zip(cond_names, c.run(cond_names, {k: feeds[k] for k in COND_INPUTS})))}
     step_feeds = {i.name: have[i.name] for i in s.get_inputs()}

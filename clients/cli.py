@@ -30,7 +30,8 @@ from typing import Callable, Iterator
 from emote.engine.expression import EMOTIONS, GAZE_MODES
 from emote.engine.generator import DEFAULT_GENERATOR, available_generators
 
-__all__ = ["main", "build_parser", "avatar_settings", "pipeline_settings", "COMMAND_MODULES"]
+__all__ = ["main", "build_parser", "avatar_settings", "pipeline_settings", "add_steps_flag",
+           "COMMAND_MODULES"]
 
 PROG = "emote"
 LANDMARKER_ENV = "EMOTE_LANDMARKER_MODEL"
@@ -79,6 +80,13 @@ def _add_avatar_flags(p: argparse.ArgumentParser) -> None:
                         "portraits the landmarker cannot read (a last resort)")
 
 
+def add_steps_flag(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--steps, shared by `render`, `demo` and `serve` (PipelineSettings.steps checks it)."""
+    p.add_argument("--steps", type=int, default=None, metavar="N",
+                   help="diffusion sampling steps per chunk of the backbone: 1 (fastest), 2 (default), "
+                        "4 (smoothest); see `benchmarks/backbone.py` for the cost")
+
+
 def _add_render_flags(p: argparse.ArgumentParser) -> None:
     _add_avatar_flags(p)
     p.add_argument("--fps", type=int, default=25, help="video frame rate: 20, 25, 30, 40 or 50 (default 25)")
@@ -86,6 +94,7 @@ def _add_render_flags(p: argparse.ArgumentParser) -> None:
                    help="random seed of the motion; same audio and seed, same video (default 0)")
     p.add_argument("--generator", default=DEFAULT_GENERATOR, metavar="NAME",
                    help=f"motion generator: {', '.join(available_generators())} (default {DEFAULT_GENERATOR})")
+    add_steps_flag(p)
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (it is shown only when stderr is a terminal anyway)")
     g = p.add_argument_group("expression controls (the same as the live server's /ws controls)")
@@ -125,7 +134,9 @@ def pipeline_settings(args: argparse.Namespace):
     fmt = getattr(args, "format", None)
     background = getattr(args, "background", None)
     return PipelineSettings(alpha=fmt == "webm" and background is None,
-                            background_rgb=parse_colour(background) if background else None,size_px=args.size, fps=args.fps, seed=args.seed, generator=args.generator,
+                            background_rgb=parse_colour(background) if background else None,
+                            size_px=args.size, fps=args.fps, seed=args.seed, generator=args.generator,
+                            steps=args.steps,
                             cache_dir=args.cache_dir, landmarker_model=args.landmarker_model,
                             landmarks_file=args.landmarks,
                             expression=ExpressionSettings(emotion=args.emotion, gaze=args.gaze,

@@ -13,6 +13,7 @@ import re
 import sys
 from pathlib import Path
 
+from emote.clients.cli import add_steps_flag
 from emote.engine.generator import DEFAULT_GENERATOR, available_generators
 
 __all__ = ["register", "main", "WEB_DIR"]
@@ -42,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, token=args.token or os.environ.get("EMOTE_TOKEN") or None,
         max_sessions=args.max_sessions, ice_servers=tuple(args.stun),
         ice_addresses=tuple(args.ice_address), portraits=_portraits(args.portrait),
-        web_dir=WEB_DIR, size_px=args.size, generator=args.generator, cache_dir=args.cache_dir,
+        web_dir=WEB_DIR, size_px=args.size, generator=args.generator, steps=args.steps, cache_dir=args.cache_dir,
         margin_ms=args.margin_ms, packet_ms=args.packet_ms, seed=args.seed, cors_origins=tuple(args.cors_origin))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -81,6 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--size", type=int, default=512, help="video size in pixels (square)")
     s.add_argument("--generator", default=DEFAULT_GENERATOR,
                    help=f"motion generator: {', '.join(available_generators())} (default {DEFAULT_GENERATOR})")
+    add_steps_flag(s)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--cache-dir", help="avatar cache directory")
     s.add_argument("--margin-ms", type=float, default=50.0,

@@ -396,7 +396,10 @@ class BackboneGenerator(MotionGenerator):
             raise ConfigError(f"the backbone model runs at {m.fps:g} fps, not {settings.fps:g}: "
                               f"use --fps {m.fps:g} or --generator baseline")
         if settings.steps not in m.schedules:
-            raise ConfigError(f"the backbone model was distilled for {sorted(m.schedules)} steps, not {settings.steps}")
+            have = [str(k) for k in sorted(m.schedules)]
+            choice = " or ".join([", ".join(have[:-1]), have[-1]] if len(have) > 1 else have)
+            raise ConfigError(f"the backbone model has schedules for {', '.join(have)} steps, not {settings.steps}: "
+                              f"pass --steps {choice}")
         self.settings = settings
         self.fps = m.fps
         self.hop = m.hop

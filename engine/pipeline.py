@@ -29,11 +29,16 @@ from .audio import AudioSettings, FeatureStream, iter_audio, probe_audio
 from .avatar import Avatar, AvatarSettings, prepare
 from .exceptions import ConfigError
 from .expression import EXPRESSION_CONTROLS, ExpressionSettings, ExpressionStage
-from .generator import DEFAULT_GENERATOR, MotionGenerator, make_generator
+from .generator import DEFAULT_GENERATOR, MotionGenerator, available_generators, make_generator
 from .matte import over_background
 from .renderer import Renderer, RendererSettings
 
 log = logging.getLogger(__name__)
+
+#: Generators that take ``steps``, the diffusion sampling steps per chunk (PipelineSettings.steps).
+STEPPED_GENERATORS: tuple[str, ...] = ("backbone",)
+#: The largest PipelineSettings.steps (the model file decides which counts it can run).
+MAX_STEPS = 8
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class PipelineSettings:
     background_rgb: tuple[int, int, int] | None = None   # composite over this colour (chroma key)
     expression: ExpressionSettings = ExpressionSettings()  # emotion, gaze, blink rate at the start
     controls: tuple[tuple[str, float], ...] = ()   # generator controls at the start, e.g. (("head_motion_speed", 1.5),)
+    steps: int | None = None            # diffusion sampling steps per chunk (STEPPED_GENERATORS); None: the default
 
     def __post_init__(self) -> None:
         if self.fps not in (20, 25, 30, 40, 50):
@@ -67,6 +73,20 @@ class PipelineSettings:
             raise ConfigError(f"background_rgb must be three values 0..255, got {self.background_rgb!r}")
         if not isinstance(self.expression, ExpressionSettings):
             raise ConfigError("expression must be an ExpressionSettings")
+        self._check_steps()
+
+    def _check_steps(self) -> None:
+        if self.steps is None:
+            return
+        if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) \
+                or not 1 <= self.steps <= MAX_STEPS:
+            raise ConfigError(f"steps must be a whole number of diffusion sampling steps, 1..{MAX_STEPS}, "
+                              f"got {self.steps!r}: pass --steps 1, 2 or 4")
+        # an unknown generator is left to make_generator, whose message lists the known ones
+        if self.generator not in STEPPED_GENERATORS and self.generator in available_generators():
+            raise ConfigError(f"the {self.generator} generator has no diffusion sampling steps (only "
+                              f"{', '.join(STEPPED_GENERATORS)} has): drop --steps, or use "
+                              f"--generator {STEPPED_GENERATORS[0]}")
 
     @property
     def avatar(self) -> AvatarSettings:
@@ -97,7 +117,7 @@ class PortraitPipeline:
                  generator: MotionGenerator | None = None) -> None:
         self.avatar, self.settings = avatar, settings
         self.features = FeatureStream(settings.audio)
-        self.generator = generator or make_generator(settings.generator, fps=float(settings.fps), seed=settings.seed)
+        self.generator = generator or _make_generator(settings)
         self.generator.reset(settings.seed)
         self.expression = ExpressionStage(replace(settings.expression, fps=float(settings.fps), seed=settings.seed))
         self.set_controls(**dict(settings.controls))
@@ -197,6 +217,15 @@ class PortraitPipeline:
             return []
         self._finished = True
         return self._render(self._motion(self.features.finish(), final=True))
+
+
+def _make_generator(settings: PipelineSettings) -> MotionGenerator:
+    """The generator of ``settings``: ``steps`` is passed only when set (its __post_init__ checked
+    that the generator takes it; the backbone refuses a count its model has no schedule for)."""
+    kw: dict = {"fps": float(settings.fps), "seed": settings.seed}
+    if settings.steps is not None:
+        kw["steps"] = int(settings.steps)
+    return make_generator(settings.generator, **kw)
 
 
 def load_pipeline(image: str | os.PathLike | np.ndarray, settings: PipelineSettings = PipelineSettings(),

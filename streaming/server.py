@@ -87,6 +87,7 @@ class ServerSettings:
     fps: int = 25
     seed: int = 0
     generator: str = DEFAULT_GENERATOR
+    steps: int | None = None           # the backbone's diffusion sampling steps per chunk; None: its default
     cache_dir: str | None = None
     hop_frames: int = 1
     context_frames: int = 3
@@ -121,6 +122,10 @@ class ServerSettings:
         odd = [o for o in self.cors_origins if not re.fullmatch(r"https?://[^/\s]+", o)]
         if odd:
             raise ConfigError(f"CORS origins look like https://host[:port], without a path: {odd}")
+        if self.steps is not None:
+            # checked here too, so that a wrong --steps stops `emote serve` before any engine starts
+            from emote.engine.pipeline import PipelineSettings
+            PipelineSettings(**_pipeline_kwargs(self))
         object.__setattr__(self, "session", SessionOptions(
             fps=self.fps, hop_frames=self.hop_frames, context_frames=self.context_frames,
             margin_ms=self.margin_ms, packet_ms=self.packet_ms, gap_fill_ms=self.gap_fill_ms,
@@ -138,7 +143,7 @@ class ServerSettings:
 def _pipeline_kwargs(settings: ServerSettings) -> dict:
     """PipelineSettings fields for the engine processes."""
     return {"size_px": settings.size_px, "fps": settings.fps, "seed": settings.seed,
-            "generator": settings.generator, "cache_dir": settings.cache_dir}
+            "generator": settings.generator, "steps": settings.steps, "cache_dir": settings.cache_dir}
 
 
 def _accepts_alpha(factory: Callable[..., Any]) -> bool:
@@ -377,7 +382,7 @@ def make_app(settings: ServerSettings = ServerSettings(),
              pipeline_factory: PipelineFactory | None = None) -> web.Application:
     """The aiohttp application (routes above). By default each session's engine runs in its own
     process (emote.streaming.worker.EnginePool: the engine's ``load_pipeline`` with the
-    settings' size, fps, seed, generator and cache). With ``pipeline_factory(path)`` the
+    settings' size, fps, seed, generator, steps and cache). With ``pipeline_factory(path)`` the
     pipelines are made in this process and run in threads (tests, custom engines)."""
     restrict_ice_addresses(settings.ice_addresses)
     tune_encoders()

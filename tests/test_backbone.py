@@ -430,7 +430,7 @@ def test_steps_and_seams(model, speech_rows):
         mo = run(BackboneGenerator(BackboneSettings(steps=steps), model), speech_rows)
         s = seam_stats(mo, model.hop, M.idx(*M.MOUTH, *M.HEAD))
         assert s["ratio"] < 1.5, (steps, s)
-    with pytest.raises(ConfigError, match="distilled for"):
+    with pytest.raises(ConfigError, match="has schedules for"):
         BackboneGenerator(BackboneSettings(steps=3), model)
     with pytest.raises(ConfigError, match="fps"):
         BackboneGenerator(BackboneSettings(fps=30.0), model)

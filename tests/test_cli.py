@@ -251,3 +251,26 @@ def test_output_format_and_control_flags_are_checked(tmp_path):
     assert leftovers(tmp_path) == []
     h = run("render", "--help", cwd=tmp_path)
     assert all(f in h.stdout for f in ("--emotion", "--gaze", "--blink-rate", "--format", "--background"))
+
+
+def test_steps_flag_is_documented_and_checked_before_any_work(tmp_path):
+    for cmd in ("render", "demo", "serve"):
+        h = run(cmd, "--help", cwd=tmp_path)
+        assert h.returncode == 0 and "--steps" in h.stdout and "benchmarks/backbone.py" in h.stdout, cmd
+    face, voice = str(default_portrait_path()), str(demo_speech_path())
+    r = run("render", face, voice, "-o", "x.mp4", "--generator", "baseline", "--steps", "2", cwd=tmp_path)
+    assert_one_line_error(r, "baseline", "--steps", "--generator backbone")
+    r = run("render", face, voice, "-o", "x.mp4", "--steps", "0", cwd=tmp_path)
+    assert_one_line_error(r, "steps", "got 0", "--steps 1, 2 or 4")
+    r = run("serve", "--generator", "baseline", "--steps", "1", "--port", "0", cwd=tmp_path)
+    assert_one_line_error(r, "baseline", "--steps")         # before any engine process starts
+    assert leftovers(tmp_path) == []
+
+
+@needs_engine
+def test_steps_the_backbone_model_has_no_schedule_for_is_one_line(tmp_path, cache_dir):
+    out = tmp_path / "out"
+    r = run("render", str(default_portrait_path()), str(demo_speech_path()), "-o", str(out / "x.mp4"),
+            "--size", "256", "--steps", "3", "--cache-dir", str(cache_dir), "--no-progress", cwd=tmp_path)
+    assert_one_line_error(r, "schedules for 1, 2, 4 steps", "not 3", "pass --steps 1, 2 or 4")
+    assert leftovers(out) == []

@@ -204,3 +204,20 @@ def test_pipeline_routes_controls_and_checks_them_all_before_applying_any(tmp_pa
     frames = pipe.pull() + pipe.finish()
     head = np.array([f.motion[M.idx("headYaw_deg")[0]] for f in frames])
     assert len(frames) == 25 and np.abs(head).max() < 0.05        # amplitude 0: the head stays (all but) still
+
+
+def test_steps_reach_the_backbone_and_wrong_ones_are_config_errors(tmp_path):
+    from emote.engine.exceptions import ConfigError
+    s = PipelineSettings(size_px=128, cache_dir=str(tmp_path))
+    avatar = prepare(astronaut(), s.avatar)
+    assert PortraitPipeline(avatar, s).generator.settings.steps == 2              # None: the backbone's default
+    for steps in (1, 4):
+        assert PortraitPipeline(avatar, replace(s, steps=steps)).generator.settings.steps == steps
+    with pytest.raises(ConfigError, match=r"schedules for 1, 2, 4 steps, not 3: pass --steps 1, 2 or 4"):
+        PortraitPipeline(avatar, replace(s, steps=3))
+    for bad in (0, 9, 2.0, True):
+        with pytest.raises(ConfigError, match="steps"):
+            replace(s, steps=bad)
+    with pytest.raises(ConfigError, match="baseline generator has no diffusion sampling steps"):
+        PipelineSettings(generator="baseline", steps=2)
+    assert PortraitPipeline(avatar, replace(s, generator="baseline")).generator.settings.fps == 25

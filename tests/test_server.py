@@ -241,6 +241,18 @@ def test_settings_are_validated():
     assert s.rtc_configuration().iceServers == []
 
 
+def test_steps_travel_to_the_engine_processes_and_are_checked_at_start():
+    from emote.engine.pipeline import PipelineSettings
+    from emote.streaming.server import _pipeline_kwargs
+    for steps in (None, 1, 4):
+        kw = json.loads(json.dumps(_pipeline_kwargs(ServerSettings(steps=steps))))   # as the worker gets them
+        assert PipelineSettings(**kw).steps == steps
+    with pytest.raises(ConfigError, match="baseline generator has no diffusion sampling steps"):
+        ServerSettings(generator="baseline", steps=2)
+    with pytest.raises(ConfigError, match="got 0"):
+        ServerSettings(steps=0)
+
+
 # -- hardening (issue 7) ---------------------------------------------------------------------------
 def _web_dir() -> str:
     from emote.clients.serve_cmd import WEB_DIR

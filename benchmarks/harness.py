@@ -389,7 +389,7 @@ def evaluate(generator: str, data: str, max_utts: int = 400, render: int = 12, s
             utts = [utts[int(i * step)] for i in range(max_utts // len(splits))]
         chosen += utts
     if not chosen:
-        raise SystemExit(f"no held-out utterances in {data}")
+        raise SystemExit(f"no utterances of the splits {', '.join(splits)} in {data}")
     example = None
     for k, u in enumerate(chosen):
         n = u.features.shape[0]
@@ -561,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--render-reference", action="store_true",
                     help="also render the data engine's own motion of the rendered utterances and score it "
                          "(the rendered ceiling: what rendering and re-detection lose; doubles the render time)")
+    ap.add_argument("--splits", nargs="+", default=list(HELDOUT), metavar="SPLIT",
+                    help="the splits scored (default: both held-out splits)")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     from emote.engine.generator import available_generators
@@ -571,8 +573,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no data set in {a.data}: building it with the defaults (python -m emote.engine.training.build_data "
               f"--out {a.data})", file=sys.stderr)
         build(BuildConfig(out=a.data), progress=not a.quiet)
-    res = evaluate(a.generator, a.data, a.max_utts, a.render, a.size, a.seed, progress=not a.quiet,
-                   render_reference=a.render_reference)
+    res = evaluate(a.generator, a.data, a.max_utts, a.render, a.size, a.seed, splits=tuple(a.splits),
+                   progress=not a.quiet, render_reference=a.render_reference)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     png = out / f"harness_{a.generator}.png"

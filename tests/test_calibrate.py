@@ -92,3 +92,29 @@ def test_a_closure_threshold_outside_0_1_is_refused_before_any_work(tmp_path, ca
             main([str(model), "--data", str(tmp_path / "nothing"), "--closure-threshold", bad])
         assert e.value.code == 2 and "--closure-threshold" in capsys.readouterr().err
     assert model.read_bytes() == b"untouched"
+
+
+def test_calibration_utterances_of_each_split(tmp_path):
+    """validation: the train split's left-out utterances; heldout: both held-out splits, evenly;
+    a data set without them is a clear error."""
+    import json
+
+    from emote.engine.training.backbone_data import is_validation
+    from emote.engine.training.shards import Utterance, write_shard
+    metas = [{"id": f"u{i:03d}", "split": split, "language": "en", "duration_s": 1.0}
+             for i, split in enumerate(["train"] * 60 + ["heldout_language"] * 6 + ["heldout_speaker"] * 6)]
+    utts = [Utterance(m, np.zeros((3, 52), np.float32), np.zeros((3, M.NUM_CHANNELS), np.float32), None)
+            for m in metas]
+    entry = write_shard(tmp_path / "s.npz", utts)
+    (tmp_path / "manifest.json").write_text(json.dumps({"shards": [entry]}))
+    pick = lambda split, n: [u.meta for u in C.calibration_utterances(str(tmp_path), split, n)]  # noqa: E731
+    val = pick("validation", 100)
+    assert val and all(m["split"] == "train" and is_validation(m["id"]) for m in val)
+    held = pick("heldout", 4)
+    assert [m["split"] for m in held] == ["heldout_language"] * 2 + ["heldout_speaker"] * 2
+    assert [m["id"] for m in held] == ["u060", "u063", "u066", "u069"]      # evenly through each split
+    (tmp_path / "manifest.json").write_text(json.dumps({"shards": []}))
+    with pytest.raises(SystemExit, match="no utterances of the split"):
+        C.calibration_utterances(str(tmp_path), "heldout", 10)
+    with pytest.raises(ValueError, match="unknown calibration split"):
+        C.calibration_utterances(str(tmp_path), "test", 10)

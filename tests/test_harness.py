@@ -122,6 +122,13 @@ def test_harness_command_line(tiny_data, tmp_path, capsys):
     assert "closure recall" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         H.main(["--generator", "nope", "--data", tiny_data, "--out", str(tmp_path)])
+    one = tmp_path / "one"
+    assert H.main(["--generator", "baseline", "--data", tiny_data, "--out", str(one), "--render", "0", "--quiet",
+                   "--splits", "heldout_speaker"]) == 0
+    res = json.loads((one / "harness_baseline.json").read_text())
+    assert res["splits"] == ["heldout_speaker"] and list(res["motion_by_split"]) == ["heldout_speaker"]
+    with pytest.raises(SystemExit, match="no utterances of the splits train2"):
+        H.main(["--generator", "baseline", "--data", tiny_data, "--out", str(one), "--splits", "train2", "--quiet"])
 
 
 def test_retarget_rewrites_only_the_mouth_from_the_phonemes(tiny_data, tmp_path):

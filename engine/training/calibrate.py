@@ -39,28 +39,19 @@ __all__ = ["gains_and_maps", "write_gain"]
 
 def model_runs(model_path: str, data: str, max_utts: int = 120, split: str = "validation") -> list[tuple]:
     """Run the model once, with no gains, maps or threshold and without its head smoother, over
-    utterances of ``data`` (``split``: "validation", the train split's validation set, or
-    "heldout", the held-out splits, as models before the validation set were calibrated).
+    utterances of ``data`` (``split``: see :func:`calibration_utterances`).
     Returns [(motion (n, C) float32 as the network made it, targets (n, C) float32)] per
     utterance: :func:`gains_and_maps` and :func:`head_smoothing` apply the smoother to it
     offline, exactly as the runtime does, so the model runs once however many time constants are
     tried."""
     from emote.engine.backbone import BackboneModel
-    from emote.engine.training.shards import open_dataset
     model = BackboneModel(model_path)
     model.articulation_gain = 1.0
     model.close_map = None
     model.blink_map = None
     model.closure_threshold = None
-    if split == "validation":
-        utts = validation_utterances(data, max_utts)
-    else:
-        ds, utts = open_dataset(data), []
-        for name in ("heldout_language", "heldout_speaker"):
-            us = list(ds.utterances(split=name, with_audio=False))
-            utts += us[::max(1, len(us) // (max_utts // 2))][:max_utts // 2]
     runs = []
-    for u in utts:
+    for u in calibration_utterances(data, split, max_utts):
         m = raw_motion(model, u.features)[:len(u.targets)]
         runs.append((m, u.targets[:len(m)]))
     return runs
@@ -171,6 +162,30 @@ def head_smoothing(runs: list[tuple], fps: float = 25.0, notch: bool = True) -> 
     return [float(t) for t in best]
 
 
+#: calibration_utterances' sets
+SPLITS = ("validation", "heldout")
+
+
+def calibration_utterances(data: str, split: str, max_utts: int) -> list:
+    """Utterances to calibrate on: "validation", the train split's validation set (never trained
+    on: the default), or "heldout", an even subsample of both held-out splits (how models before
+    the validation set were calibrated)."""
+    from emote.engine.training.shards import open_dataset
+    if split == "validation":
+        return validation_utterances(data, max_utts)
+    if split not in SPLITS:
+        raise ValueError(f"unknown calibration split {split!r}; known: {', '.join(SPLITS)}")
+    names = ("heldout_language", "heldout_speaker")
+    ds, utts = open_dataset(data), []
+    for name in names:
+        us = list(ds.utterances(split=name, with_audio=False))
+        per = max(1, max_utts // len(names))
+        utts += us[::max(1, len(us) // per)][:per]
+    if not utts:
+        raise SystemExit(f"no utterances of the split(s) {', '.join(names)} in {data}")
+    return utts
+
+
 def validation_utterances(data: str, max_utts: int):
     """An even subsample of the validation utterances: the train split's utterances that training
     leaves out (engine.training.backbone_data.is_validation)."""
@@ -181,9 +196,9 @@ def validation_utterances(data: str, max_utts: int):
 
 
 def closure_curve(model_path: str, data: str, max_utts: int = 300,
-                  thresholds=tuple(np.round(np.arange(0.1, 0.96, 0.05), 2))) -> list[dict]:
-    """The closure head's shut-lips rule on validation speech, per threshold: bilabial closure recall
-    and precision, as benchmarks/harness.py counts them on motion."""
+                  thresholds=tuple(np.round(np.arange(0.1, 0.96, 0.05), 2)), split: str = "validation") -> list[dict]:
+    """The closure head's shut-lips rule on ``split``'s speech (:func:`calibration_utterances`), per
+    threshold: bilabial closure recall and precision, as benchmarks/harness.py counts them on motion."""
     from emote.benchmarks.harness import ClosureTally, bilabial_frames, openness, speech_frames
     from emote.engine.backbone import BackboneGenerator, BackboneModel, BackboneSettings, shut_lips
     model = BackboneModel(model_path)
@@ -191,7 +206,7 @@ def closure_curve(model_path: str, data: str, max_utts: int = 300,
         raise SystemExit(f"{model_path} has no closure head (train with --closure-head)")
     model.closure_threshold = None
     runs = []
-    for u in validation_utterances(data, max_utts):
+    for u in calibration_utterances(data, split, max_utts):
         g = BackboneGenerator(BackboneSettings(), model)
         g.push(u.features)
         m1 = g.pull()
@@ -219,7 +234,8 @@ def closure_curve(model_path: str, data: str, max_utts: int = 300,
     return out
 
 
-def closure_curve_with_gains(model_path: str, data: str, res: dict, max_utts: int) -> list[dict]:
+def closure_curve_with_gains(model_path: str, data: str, res: dict, max_utts: int,
+                             split: str = "validation") -> list[dict]:
     """:func:`closure_curve` of the model as it will ship: with the new articulation and head gains
     (``res``, from :func:`gains_and_maps`) written into a temporary copy first, since the
     openness correlation that bounds the threshold depends on the articulation gain."""
@@ -228,7 +244,7 @@ def closure_curve_with_gains(model_path: str, data: str, res: dict, max_utts: in
         tmp = os.path.join(d, "model.onnx")
         copy_model(model_path, tmp)
         write_gain(tmp, res["gain"], res["head_gain"])
-        return closure_curve(tmp, data, max_utts)
+        return closure_curve(tmp, data, max_utts, split=split)
 
 
 def choose_threshold(curve: list[dict], beta: float = 2.0, max_corr_loss: float = 0.01) -> dict:
@@ -305,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="print the gain, change nothing")
     ap.add_argument("--no-close-map", action="store_true", help="leave mouthClose as the model makes it")
     ap.add_argument("--no-blink-map", action="store_true", help="leave the eyelids as the model makes them")
-    ap.add_argument("--split", choices=("validation", "heldout"), default="validation",
+    ap.add_argument("--split", choices=SPLITS, default="validation",
                     help="utterances to calibrate on: the train split's validation set, never trained on "
                          "(default), or the held-out splits (how models without a validation set were calibrated)")
     ap.add_argument("--head-tau", type=float, default=None, metavar="S",
@@ -326,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     from emote.engine.backbone import BackboneModel
     if BackboneModel(a.model).has_closure:            # a closure head replaces the close map
         a.no_close_map = True
-        res["closure_curve"] = closure_curve_with_gains(a.model, a.data, res, max(a.max_utts, 300))
+        res["closure_curve"] = closure_curve_with_gains(a.model, a.data, res, max(a.max_utts, 300), a.split)
         res["closure_choice"] = choose_threshold(res["closure_curve"])
         thr = res["closure_choice"]["threshold"] if a.closure_threshold is None else a.closure_threshold
         res["closure_threshold_set"] = thr

@@ -262,3 +262,24 @@ def test_the_shipped_pair_loads_and_matches():
                              np.zeros((m.hop, M.NUM_CHANNELS), np.float32), steps)
         assert motion.shape == (m.hop, M.NUM_CHANNELS) and np.isfinite(motion).all()
         assert (p is None) == (not m.has_closure)
+
+
+@needs_torch
+def test_join_gives_back_the_whole_graph_and_renames_a_pair(closure_pair, tmp_path, capsys):
+    """split --join: the pair joined into one graph that reproduces it exactly, with the whole
+    file's metadata; split again under another name, it loads under that name."""
+    from emote.engine.training.split import join_split, main, max_abs_diff
+    whole, step, cond, _ = closure_pair
+    joined = tmp_path / "joined.onnx"
+    assert main([str(step), "--join", "--out", str(joined)]) == 0
+    assert "max abs diff against the pair 0" in capsys.readouterr().out
+    assert max_abs_diff(str(joined), str(step), str(cond), batches=(1, 3)) == 0.0
+    assert _meta(joined) == _meta(whole)
+    assert main([str(joined), "--out", str(tmp_path / "renamed.onnx"), "--repeats", "5"]) == 0
+    renamed = BackboneModel(tmp_path / "renamed.onnx")
+    assert renamed.cond_path == tmp_path / "renamed.cond.onnx" and renamed.meta["cond_model"] == "renamed.cond.onnx"
+    with pytest.raises(ModelFileError, match="not split"):
+        join_split(whole)
+    with pytest.raises(SystemExit) as e:
+        main([str(step), "--join"])
+    assert e.value.code == 2

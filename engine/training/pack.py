@@ -46,7 +46,8 @@ import torch.nn.functional as F
 from emote.engine import motion as M
 from emote.engine.exceptions import ModelFileError
 
-__all__ = ["TOLERANCE", "read_weights", "PackedBackbone", "pack", "reference_outputs", "main"]
+__all__ = ["TOLERANCE", "read_weights", "PackedBackbone", "build", "export", "write", "pack", "reference_outputs",
+           "main"]
 
 #: largest |packed - source| accepted on any output
 TOLERANCE = 1e-4
@@ -456,6 +457,24 @@ def export(module: PackedBackbone, path: Path, meta: dict, props: list) -> Path:
     return path
 
 
+def write(module: PackedBackbone, dst: Path, meta: dict, props: list, split: bool, check=None) -> None:
+    """Export ``module`` (:func:`export`) to a temporary whole graph, let ``check(path)`` raise if it
+    is wrong, then write it to ``dst``: split there (engine.training.split) if ``split``, else as it
+    is. Nothing is left behind but ``dst`` (and its cond file)."""
+    from .split import split_backbone
+    whole = dst.with_name(dst.stem + ".packed-tmp.onnx")
+    try:
+        export(module, whole, meta, props)
+        if check is not None:
+            check(whole)
+        if split:
+            split_backbone(whole, dst)
+        else:
+            os.replace(whole, dst)
+    finally:
+        whole.unlink(missing_ok=True)
+
+
 def _max_diff(a: dict, b: dict) -> float:
     if set(a) != set(b):
         raise ModelFileError(f"the packed graph's outputs {sorted(b)} differ from the source's {sorted(a)}")
@@ -466,7 +485,6 @@ def pack(path: str | os.PathLike, out: str | os.PathLike | None = None, group_cl
          stack_motion: bool = True, log=print) -> dict:
     """Pack the backbone at ``path`` (module docstring) into ``out`` (default: in place). Nothing is
     written unless the packed outputs equal the source's within TOLERANCE. Returns the diffs."""
-    from .split import split_backbone
     src = Path(path)
     dst = Path(out) if out is not None else src
     was_split = "cond_model" in _source(src)[1]
@@ -478,19 +496,13 @@ def pack(path: str | os.PathLike, out: str | os.PathLike | None = None, group_cl
     if diffs["torch"] > TOLERANCE:
         raise ModelFileError(f"the packed module does not reproduce {src} (max abs diff {diffs['torch']:.3g}); "
                              f"nothing was written")
-    whole = dst.with_name(dst.stem + ".packed-tmp.onnx")
-    try:
-        export(module, whole, meta, props)
+
+    def check(whole: Path) -> None:
         diffs["onnx"] = _max_diff(ref, reference_outputs(whole)[1])
         if diffs["onnx"] > TOLERANCE:
             raise ModelFileError(f"the packed graph does not reproduce {src} (max abs diff {diffs['onnx']:.3g} > "
                                  f"{TOLERANCE:g}); nothing was written")
-        if was_split:
-            split_backbone(whole, dst)
-        else:
-            os.replace(whole, dst)
-    finally:
-        whole.unlink(missing_ok=True)
+    write(module, dst, meta, props, was_split, check)
     diffs["written"] = _max_diff(ref, reference_outputs(dst)[1])
     log(f"wrote {dst}{' (split: ' + dst.stem + '.cond.onnx beside it)' if was_split else ''}: "
         f"{meta['model']['layers']}-layer motion models x {module.n_motion} in {len(module.ms)} stack(s), closure nets "

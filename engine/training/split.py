@@ -1,6 +1,7 @@
 """Split a backbone ONNX file into the part that runs once a chunk and the part that runs every step.
 
     python -m emote.engine.training.split engine/assets/backbone.onnx [--out OUT]
+    python -m emote.engine.training.split PAIR.onnx --join --out WHOLE.onnx    # back to one graph
 
 The backbone's graph (engine.backbone) takes the noisy chunk ``x`` and the timestep ``t`` with the
 chunk's ``audio``, ``past`` motion and ``controls``; a few-step sampler runs it 1, 2 or 4 times a
@@ -253,13 +254,74 @@ def time_per_step(whole: bytes | str, step: bytes | str, cond: bytes | str, repe
             "step_ms": median_ms(lambda: s.run(None, step_feeds))}
 
 
+def join_split(step_path: str | os.PathLike) -> bytes:
+    """A split pair (the step file at ``step_path``, its cond file beside it) joined back into one
+    whole graph (serialized ModelProto): the cond graph's nodes, then the step graph's; each
+    node, initializer and value_info once; the metadata without the split's keys. Splitting it again
+    (under another name, say) gives the same pair of graphs."""
+    from onnx import helper
+    step = _load(Path(step_path))
+    info = _backbone_info_any(step, Path(step_path))
+    if "cond_model" not in info:
+        raise ModelFileError(f"{step_path} is not split: it is a whole graph already")
+    cond_path = Path(step_path).with_name(info["cond_model"])
+    if hashlib.sha256(cond_path.read_bytes()).hexdigest() != info.get("cond_sha256"):
+        raise ModelFileError(f"{cond_path} does not belong to {step_path} (its sha256 differs from the metadata's)")
+    cond = _load(cond_path)
+    produced = {o for n in cond.graph.node for o in n.output}
+    inputs = list(cond.graph.input) + [i for i in step.graph.input if i.name not in produced
+                                       and i.name not in {c.name for c in cond.graph.input}]
+    outputs = list(step.graph.output) + [o for o in cond.graph.output if o.name not in info["cond_outputs"]]
+
+    def once(items):
+        seen, out = set(), []
+        for t in items:
+            if t.name not in seen:
+                seen.add(t.name)
+                out.append(t)
+        return out
+    nodes, made = [], set()
+    for n in list(cond.graph.node) + list(step.graph.node):   # a static node both parts read is in both
+        if n.output and all(o in made for o in n.output):
+            continue
+        made.update(n.output)
+        nodes.append(n)
+    graph = helper.make_graph(nodes, step.graph.name, inputs, outputs,
+                              once(list(cond.graph.initializer) + list(step.graph.initializer)),
+                              value_info=once(list(cond.graph.value_info) + list(step.graph.value_info)))
+    whole = helper.make_model(graph, opset_imports=list(step.opset_import))
+    whole.ir_version = step.ir_version
+    plain = {k: v for k, v in info.items() if k not in ("cond_model", "cond_outputs", "cond_sha256")}
+    _finish(whole, step, plain)
+    import onnx
+    onnx.checker.check_model(whole)
+    return whole.SerializeToString()
+
+
+def _load(path: Path):
+    import onnx
+    return onnx.load(str(path))
+
+
+def _backbone_info_any(model, path: Path) -> dict:
+    for prop in model.metadata_props:
+        if prop.key == "emote_backbone":
+            return json.loads(prop.value)
+    raise ModelFileError(f"{path} is not an emote backbone model (no emote_backbone metadata)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m emote.engine.training.split", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", help="whole-graph backbone .onnx (replaced by the step graph unless --out)")
     ap.add_argument("--out", default=None, help="write the step graph here instead (the cond graph beside it)")
     ap.add_argument("--repeats", type=int, default=500, help="timed runs per graph (default 500)")
+    ap.add_argument("--join", action="store_true",
+                    help="instead: join the split pair MODEL (+ its cond file) back into one whole graph, written "
+                         "to --out (needed), checked against the pair; split that again to rename a pair")
     a = ap.parse_args(argv)
+    if a.join:
+        return _join_main(a, ap)
     try:
         whole = Path(a.model).read_bytes()
         step, cond = split_backbone(a.model, a.out, log=print)
@@ -271,6 +333,25 @@ def main(argv: list[str] | None = None) -> int:
     w, c, s = t["whole_ms"], t["cond_ms"], t["step_ms"]
     print(f"ms at batch 1, one thread: whole {w:.3f} a step; cond {c:.3f} a chunk + step {s:.3f} a step")
     print("per chunk:", "; ".join(f"{n} step(s) whole {n * w:.3f} split {c + n * s:.3f}" for n in (1, 2, 4)))
+    return 0
+
+
+def _join_main(a, ap) -> int:
+    if not a.out:
+        ap.error("--join needs --out (the whole graph's path)")
+    try:
+        whole = join_split(a.model)
+        step = Path(a.model)
+        diff = max_abs_diff(whole, str(step), str(step.with_name(_backbone_info_any(_load(step), step)["cond_model"])))
+    except (OSError, EmoteError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if not diff <= TOLERANCE:
+        print(f"error: the joined graph does not reproduce the pair (max abs diff {diff:.3g}); nothing written",
+              file=sys.stderr)
+        return 1
+    _write_atomic(whole, Path(a.out))
+    print(f"wrote {a.out}: the whole graph of {a.model} and its cond file; max abs diff against the pair {diff:.3g}")
     return 0
 
 

@@ -80,3 +80,23 @@ def test_refuses_a_model_without_a_jaw_ensemble_or_packed(ensemble, tmp_path, ca
     with pytest.raises(SystemExit) as e:
         main([str(ens), "--data", str(data), "--iters", "0"])
     assert e.value.code == 2
+
+
+def test_the_retrain_script_runs_every_step_in_smoke_mode(tmp_path):
+    """scripts/retrain_backbone.sh --smoke: the model card's whole sequence on tiny data and models,
+    ending in a split pair without a jaw ensemble that the runtime loads."""
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run(["bash", str(root / "scripts" / "retrain_backbone.sh"), "--smoke", "--work", str(tmp_path)],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "8/8 written as" in r.stdout and "done: score it" in r.stdout
+    m = BackboneModel(tmp_path / "backbone.onnx")
+    assert m.split and m.cond_path == tmp_path / "backbone.cond.onnx" and m.closure_threshold == 0.2
+    assert "ensemble_distilled" in m.meta and "jaw_ensemble" not in m.meta
+    g = BackboneGenerator(BackboneSettings(), m)
+    g.push(np.random.default_rng(1).normal(size=(10, 52)).astype(np.float32))
+    assert np.isfinite(np.concatenate([g.pull(), g.finish()])).all()
+    bad = subprocess.run(["bash", str(root / "scripts" / "retrain_backbone.sh"), "--nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown option --nope" in bad.stderr

@@ -52,7 +52,7 @@ def test_the_student_moves_towards_the_ensemble_and_keeps_the_rest(ensemble, tmp
     assert b.split and "jaw_ensemble" not in b.meta and "packed" in b.meta
     assert b.meta["packed"]["motion_models"] == 1 and b.meta["packed"]["closure_nets"] == 1
     info = b.meta["ensemble_distilled"]
-    assert info["jaw_ensemble"] == a.meta["jaw_ensemble"] and info["iters"] == 150
+    assert info["jaw_ensemble"] == a.meta["jaw_ensemble"] and info["iters"] == 150 and info["mouth_noise"] == 0.0
     for steps in ("1", "2", "4"):                                    # nearer the ensemble's jaw than its first model
         assert info["gap_after"][steps]["jaw_rms"] < info["gap_before"][steps]["jaw_rms"], info
     for k in ("schedules", "articulation_gain", "head_gain", "closure_threshold", "closure_net"):
@@ -77,9 +77,10 @@ def test_refuses_a_model_without_a_jaw_ensemble_or_packed(ensemble, tmp_path, ca
     assert main([str(plain), "--data", str(data), "--out", str(tmp_path / "y.onnx")]) == 1
     assert "no jaw ensemble" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "y.onnx").exists()
-    with pytest.raises(SystemExit) as e:
-        main([str(ens), "--data", str(data), "--iters", "0"])
-    assert e.value.code == 2
+    for bad in (["--iters", "0"], ["--mouth-noise", "2"]):
+        with pytest.raises(SystemExit) as e:
+            main([str(ens), "--data", str(data), *bad])
+        assert e.value.code == 2
 
 
 def test_the_retrain_script_runs_every_step_in_smoke_mode(tmp_path):
@@ -100,3 +101,16 @@ def test_the_retrain_script_runs_every_step_in_smoke_mode(tmp_path):
     assert np.isfinite(np.concatenate([g.pull(), g.finish()])).all()
     bad = subprocess.run(["bash", str(root / "scripts" / "retrain_backbone.sh"), "--nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown option --nope" in bad.stderr
+
+
+def test_noise_is_drawn_as_the_runtime_draws_it():
+    """No noise on the mouth channels by default (the runtime's mouth_noise 0), full elsewhere."""
+    import torch
+    from emote.engine.training.ensemble_distill import noise
+    mouth = list(M.idx(*M.MOUTH))
+    rest = [c for c in range(M.NUM_CHANNELS) if c not in mouth]
+    z = noise(512, 2, torch.Generator().manual_seed(0), 0.0)
+    assert z.shape == (512, 2, M.NUM_CHANNELS) and bool((z[..., mouth] == 0).all())
+    assert 0.9 < float(z[..., rest].std()) < 1.1
+    z1 = noise(512, 2, torch.Generator().manual_seed(0), 1.0)
+    assert 0.9 < float(z1[..., mouth].std()) < 1.1

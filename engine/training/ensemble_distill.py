@@ -6,7 +6,8 @@
 The shipped backbone runs two motion models at every sampling step and averages their jaw
 (engine.training.jaw_ensemble). Here the ensemble, rebuilt in torch from its ONNX weights
 (engine.training.pack), is the teacher, and a copy of its first model the student: on the train
-split's chunks, from seeded noise, the teacher's own few-step sampler runs (the 1-, 2- and 4-step
+split's chunks, from seeded noise drawn as the runtime draws it (no noise on the mouth channels),
+the teacher's own few-step sampler runs (the 1-, 2- and 4-step
 schedules of the file), and at every state it visits the student learns the teacher's x0 there
 (all channels; jawOpen, the only one the ensemble changes, weighted ``--jaw-weight``). The student
 starts as the first model, so only its jaw has to move. The result keeps the file's closure nets,
@@ -32,6 +33,14 @@ from emote.engine.exceptions import ModelFileError
 __all__ = ["student_from", "trajectory", "train_student", "main"]
 
 _JAW = M.INDEX["jawOpen"]
+
+
+def noise(n: int, hop: int, g: torch.Generator, mouth_noise: float) -> torch.Tensor:
+    """(n, hop, C) sampler noise as the runtime draws it: the mouth channels scaled by
+    ``mouth_noise`` (engine.backbone.BackboneSettings: 0 by default, the mouth follows the audio alone)."""
+    z = torch.randn(n, hop, M.NUM_CHANNELS, generator=g)
+    z[..., list(M.idx(*M.MOUTH))] *= mouth_noise
+    return z
 
 
 def student_from(weights: dict[str, np.ndarray], cfg: dict):
@@ -66,7 +75,8 @@ def trajectory(teacher, z, t_ab: list[tuple[float, float]], k: int, audio, past,
 
 
 def train_student(teacher, student, data, schedules: dict[int, list], iters: int, batch: int = 256,
-                  lr: float = 1e-4, jaw_weight: float = 4.0, seed: int = 0, log=print) -> dict:
+                  lr: float = 1e-4, jaw_weight: float = 4.0, seed: int = 0, mouth_noise: float = 0.0,
+                  log=print) -> dict:
     """Fit ``student`` to ``teacher`` at the states of the teacher's sampler (module docstring);
     ``data`` is a train_backbone.ChunkData. Returns the loss and the seconds."""
     from .distill import optimizer_step, warmup_cosine
@@ -82,7 +92,7 @@ def train_student(teacher, student, data, schedules: dict[int, list], iters: int
     for it in range(iters):
         audio, past, ctrl, _ = data.batch(batch, g)
         n, k = states[int(torch.randint(0, len(states), (1,), generator=g))]
-        z = torch.randn(batch, student.cfg.hop, M.NUM_CHANNELS, generator=g)
+        z = noise(batch, student.cfg.hop, g, mouth_noise)
         x, target = trajectory(teacher, z, schedules[n], k, audio, past, ctrl)
         pred = student(x, torch.full((batch,), float(schedules[n][k][0])), audio, past, ctrl)[0]
         ema = optimizer_step(opt, sch, student.parameters(), (((pred - target) ** 2) * w).mean(), ema)
@@ -93,12 +103,13 @@ def train_student(teacher, student, data, schedules: dict[int, list], iters: int
 
 
 @torch.no_grad()
-def sampler_gap(teacher, student, data, schedules: dict[int, list], n: int = 1024, seed: int = 99) -> dict:
+def sampler_gap(teacher, student, data, schedules: dict[int, list], n: int = 1024, seed: int = 99,
+                mouth_noise: float = 0.0) -> dict:
     """RMS of student - teacher after each step count's whole sampler, jawOpen and all channels
-    (normalised units), on ``n`` train chunks from fresh noise."""
+    (normalised units), on ``n`` train chunks from fresh noise (:func:`noise`)."""
     g = torch.Generator().manual_seed(seed)
     audio, past, ctrl, _ = data.batch(n, g)
-    z = torch.randn(n, student.cfg.hop, M.NUM_CHANNELS, generator=g)
+    z = noise(n, student.cfg.hop, g, mouth_noise)
     out = {}
     for steps, t_ab in sorted(schedules.items()):
         a = trajectory(teacher, z, t_ab, len(t_ab) - 1, audio, past, ctrl)[1]
@@ -140,12 +151,14 @@ def _run(a, log) -> int:
     if not clips:
         raise ModelFileError(f"no train-split utterances in {a.data}")
     data = ChunkData(clips, student.cfg, bool(meta.get("spectral_norm", False)))
-    before = sampler_gap(teacher, student, data, schedules)
+    before = sampler_gap(teacher, student, data, schedules, mouth_noise=a.mouth_noise)
     log(f"{len(data)} chunks of {len(clips)} utterances; student (the first model) vs the ensemble before: {before}")
-    rep = train_student(teacher, student, data, schedules, a.iters, a.batch, a.lr, a.jaw_weight, a.seed, log)
-    after = sampler_gap(teacher, student, data, schedules)
+    rep = train_student(teacher, student, data, schedules, a.iters, a.batch, a.lr, a.jaw_weight, a.seed,
+                        a.mouth_noise, log)
+    after = sampler_gap(teacher, student, data, schedules, mouth_noise=a.mouth_noise)
     log(f"after: {after}")
     info = {"iters": a.iters, "batch": a.batch, "lr": a.lr, "jaw_weight": a.jaw_weight, "seed": a.seed,
+            "mouth_noise": a.mouth_noise,
             "data": str(a.data), "final_loss": round(rep["final_loss"], 6), "train_seconds": round(rep["seconds"], 1),
             "gap_before": before, "gap_after": after, "jaw_ensemble": meta["jaw_ensemble"],
             "trained": time.strftime("%Y-%m-%d")}
@@ -165,13 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--jaw-weight", type=float, default=4.0, help="weight of jawOpen in the loss (others 1)")
+    ap.add_argument("--mouth-noise", type=float, default=0.0,
+                    help="the sampler noise's scale on the mouth channels, as the runtime's (BackboneSettings."
+                         "mouth_noise, default 0)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     if not Path(a.model).is_file():
         ap.error(f"no such file {a.model}")
-    if a.iters < 1 or a.batch < 1 or not a.lr > 0 or a.jaw_weight < 0:
-        ap.error("--iters, --batch and --lr must be positive, --jaw-weight >= 0")
+    if a.iters < 1 or a.batch < 1 or not a.lr > 0 or a.jaw_weight < 0 or not 0 <= a.mouth_noise <= 1:
+        ap.error("--iters, --batch and --lr must be positive, --jaw-weight >= 0, --mouth-noise in 0..1")
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     log = lambda s: print(f"[{time.perf_counter() - t0:6.0f} s] {s}", flush=True)  # noqa: E731

@@ -57,13 +57,13 @@ def _node_count(path) -> int:
     return sum(len(onnx.load(str(p)).graph.node) for p in (m.path, m.cond_path) if p is not None)
 
 
-@pytest.mark.parametrize("group_closure", [False, True])
-def test_packed_whole_graph_has_the_sources_outputs_and_fewer_ops(ensemble, tmp_path, group_closure):
+@pytest.mark.parametrize("group_closure, stack_motion", [(False, True), (True, True), (False, False)])
+def test_packed_whole_graph_has_the_sources_outputs_and_fewer_ops(ensemble, tmp_path, group_closure, stack_motion):
     from emote.engine.training.pack import TOLERANCE, pack
     _, ens = ensemble
     out = tmp_path / "p.onnx"
     before = ens.read_bytes()
-    diffs = pack(ens, out, group_closure=group_closure, log=lambda s: None)
+    diffs = pack(ens, out, group_closure=group_closure, stack_motion=stack_motion, log=lambda s: None)
     assert ens.read_bytes() == before and not list(tmp_path.glob("*tmp*"))
     assert diffs["written"] <= TOLERANCE
     feeds, ref = _outputs(ens)
@@ -75,6 +75,7 @@ def test_packed_whole_graph_has_the_sources_outputs_and_fewer_ops(ensemble, tmp_
     assert not b.split                                           # a whole source stays whole
     packed = b.meta.pop("packed")
     assert packed["motion_models"] == 2 and packed["closure_nets"] == 3
+    assert packed["motion_stacks"] == (1 if stack_motion else 2)
     assert [g["nets"] for g in packed["closure_groups"]] == ([2, 1] if group_closure else [1, 1, 1])
     assert b.meta == a.meta                                      # calibration, schedules, provenance kept
     assert _node_count(out) < _node_count(ens)

@@ -44,10 +44,10 @@ def test_the_student_moves_towards_the_ensemble_and_keeps_the_rest(ensemble, tmp
     from emote.engine.training.pack import reference_outputs
     data, ens = ensemble
     before = ens.read_bytes()
-    out = tmp_path / "one.onnx"
+    out = tmp_path / "new" / "one.onnx"                                 # a folder not made yet
     assert main([str(ens), "--data", str(data), "--out", str(out), "--iters", "150", "--batch", "64", "--lr", "1e-3",
                  "--threads", "1"]) == 0
-    assert ens.read_bytes() == before and not list(tmp_path.glob("*tmp*"))
+    assert ens.read_bytes() == before and not list(tmp_path.rglob("*tmp*"))
     a, b = BackboneModel(ens), BackboneModel(out)
     assert b.split and "jaw_ensemble" not in b.meta and "packed" in b.meta
     assert b.meta["packed"]["motion_models"] == 1 and b.meta["packed"]["closure_nets"] == 1

@@ -134,6 +134,7 @@ def _run(a, log) -> int:
     from .pack import PackedBackbone, _net_order, _source, read_weights, reference_outputs
     from .train_backbone import ChunkData
     src, out = Path(a.model), Path(a.out or a.model)
+    out.parent.mkdir(parents=True, exist_ok=True)            # before the training, not after it
     files, meta, props = _source(src)
     if "packed" in meta:
         raise ModelFileError(f"{src} is packed: distil the model it was packed from, then pack the result")

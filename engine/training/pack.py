@@ -462,6 +462,7 @@ def write(module: PackedBackbone, dst: Path, meta: dict, props: list, split: boo
     is wrong, then write it to ``dst``: split there (engine.training.split) if ``split``, else as it
     is. Nothing is left behind but ``dst`` (and its cond file)."""
     from .split import split_backbone
+    dst.parent.mkdir(parents=True, exist_ok=True)
     whole = dst.with_name(dst.stem + ".packed-tmp.onnx")
     try:
         export(module, whole, meta, props)

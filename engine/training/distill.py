@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 __all__ = ["STUDENT_TIMESTEPS", "warmup_cosine", "optimizer_step", "make_scheduler", "ddim_scheduler", "teacher_sample", "student_schedules",
-           "distill"]
+           "trajectory", "distill"]
 
 #: Student timesteps per step count (subsets of the teacher's 20-step trailing schedule).
 STUDENT_TIMESTEPS: dict[int, list[int]] = {1: [999], 2: [999, 499], 4: [999, 749, 499, 249]}
@@ -91,6 +91,21 @@ def teacher_sample(model, z, audio, past, ctrl, steps: int = 20, guidance: float
     return x0
 
 
+@torch.no_grad()
+def trajectory(model, z, t_ab: list[tuple[float, float]], k: int, audio, past, ctrl):
+    """The few-step sampler of ``model`` (its first output is x0) from noise ``z`` to its ``k``-th
+    step (0-based) of the schedule ``t_ab`` [(timestep, alpha_bar)] -> (x there, x0 there), the
+    update engine.backbone.BackboneModel.sample makes at run time."""
+    x = z
+    for i in range(k + 1):
+        x0 = model(x, torch.full((z.shape[0],), float(t_ab[i][0])), audio, past, ctrl)[0]
+        if i < k:
+            ab, ab_next = t_ab[i][1], t_ab[i + 1][1]
+            eps = (x - math.sqrt(ab) * x0) / math.sqrt(max(1.0 - ab, 1e-12))
+            x = math.sqrt(ab_next) * x0 + math.sqrt(1.0 - ab_next) * eps
+    return x, x0
+
+
 def distill(teacher, student, batches, n_iters: int, lr: float = 5e-4, teacher_steps: int = 20,
             guidance: float = 2.0, n_pairs: int = 40000, seed: int = 0, batch: int = 256,
             closure_loss=None, log=print) -> dict:
@@ -142,13 +157,8 @@ def distill(teacher, student, batches, n_iters: int, lr: float = 5e-4, teacher_s
         i = torch.arange(min(2048, len(Z)))
         gaps = {}
         for n, tl in STUDENT_TIMESTEPS.items():
-            x = Z[i].clone()
-            for k, t in enumerate(tl):
-                x0 = student(x, torch.full((len(i),), float(t)), A[i], P[i], Cc[i])[0]
-                if k + 1 < len(tl):
-                    a, a2 = float(ab[t]), float(ab[tl[k + 1]])
-                    eps = (x - math.sqrt(a) * x0) / math.sqrt(1 - a)
-                    x = math.sqrt(a2) * x0 + math.sqrt(1 - a2) * eps
+            t_ab = [(float(t), float(ab[t])) for t in tl]
+            x0 = trajectory(student, Z[i], t_ab, len(tl) - 1, A[i], P[i], Cc[i])[1]
             gaps[n] = float(((x0 - X0[i]) ** 2).mean().sqrt())
     log(f"distill: student-teacher RMS gap per step count {gaps}")
     return {"pairs": len(Z), "pairs_s": t_pairs, "seconds": time.perf_counter() - t0, "rms_gap": gaps,

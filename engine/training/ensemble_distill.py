@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch
 from emote.engine import motion as M
 from emote.engine.exceptions import ModelFileError
 
-__all__ = ["student_from", "trajectory", "train_student", "main"]
+__all__ = ["student_from", "noise", "train_student", "sampler_gap", "main"]
 
 _JAW = M.INDEX["jawOpen"]
 
@@ -59,27 +58,12 @@ def student_from(weights: dict[str, np.ndarray], cfg: dict):
     return net
 
 
-@torch.no_grad()
-def trajectory(teacher, z, t_ab: list[tuple[float, float]], k: int, audio, past, ctrl):
-    """The teacher's sampler from noise ``z`` to its ``k``-th step (0-based) of schedule ``t_ab``
-    -> (x there, the teacher's x0 there), as engine.backbone.BackboneModel.sample steps."""
-    x = z
-    for i in range(k + 1):
-        t = torch.full((z.shape[0],), float(t_ab[i][0]))
-        x0 = teacher(x, t, audio, past, ctrl)[0]
-        if i < k:
-            ab, ab_next = t_ab[i][1], t_ab[i + 1][1]
-            eps = (x - math.sqrt(ab) * x0) / math.sqrt(max(1.0 - ab, 1e-12))
-            x = math.sqrt(ab_next) * x0 + math.sqrt(1.0 - ab_next) * eps
-    return x, x0
-
-
 def train_student(teacher, student, data, schedules: dict[int, list], iters: int, batch: int = 256,
                   lr: float = 1e-4, jaw_weight: float = 4.0, seed: int = 0, mouth_noise: float = 0.0,
                   log=print) -> dict:
     """Fit ``student`` to ``teacher`` at the states of the teacher's sampler (module docstring);
     ``data`` is a train_backbone.ChunkData. Returns the loss and the seconds."""
-    from .distill import optimizer_step, warmup_cosine
+    from .distill import optimizer_step, trajectory, warmup_cosine
     g = torch.Generator().manual_seed(seed)
     states = [(n, k) for n in sorted(schedules) for k in range(len(schedules[n]))]
     w = torch.ones(M.NUM_CHANNELS)
@@ -107,13 +91,14 @@ def sampler_gap(teacher, student, data, schedules: dict[int, list], n: int = 102
                 mouth_noise: float = 0.0) -> dict:
     """RMS of student - teacher after each step count's whole sampler, jawOpen and all channels
     (normalised units), on ``n`` train chunks from fresh noise (:func:`noise`)."""
+    from .distill import trajectory
     g = torch.Generator().manual_seed(seed)
     audio, past, ctrl, _ = data.batch(n, g)
     z = noise(n, student.cfg.hop, g, mouth_noise)
     out = {}
     for steps, t_ab in sorted(schedules.items()):
         a = trajectory(teacher, z, t_ab, len(t_ab) - 1, audio, past, ctrl)[1]
-        b = trajectory(lambda *x: (student(*x)[0],), z, t_ab, len(t_ab) - 1, audio, past, ctrl)[1]
+        b = trajectory(student, z, t_ab, len(t_ab) - 1, audio, past, ctrl)[1]
         out[str(steps)] = {"jaw_rms": round(float(((a - b)[..., _JAW] ** 2).mean().sqrt()), 5),
                            "all_rms": round(float(((a - b) ** 2).mean().sqrt()), 5)}
     return out

@@ -377,6 +377,8 @@ def _source(path: Path) -> tuple[list[Path], dict, list]:
 def reference_outputs(path: Path, batch: int = 8, seed: int = 0) -> tuple[dict, dict]:
     """(feeds, {output: array}) of the backbone at ``path`` (whole or split) on random inputs."""
     from emote.engine.backbone import BackboneModel
+
+    from .split import _run_split
     bm = BackboneModel(path)
     rng = np.random.default_rng(seed)               # the same feeds for a whole and a split file
     feeds = {"x": rng.standard_normal((batch, bm.hop, M.NUM_CHANNELS)).astype(np.float32),
@@ -384,16 +386,10 @@ def reference_outputs(path: Path, batch: int = 8, seed: int = 0) -> tuple[dict, 
              "audio": rng.standard_normal((batch, bm.window, int(bm.meta["model"]["features"]))).astype(np.float32),
              "past": (rng.standard_normal((batch, bm.past, M.NUM_CHANNELS)) * 0.2).astype(np.float32),
              "controls": (rng.random((batch, 3)) * 2).astype(np.float32)}
-    out = {}
     if bm.split:
-        names = bm.cond_session_outputs
-        have = {**feeds, **dict(zip(names, bm.cond_session.run(names, {k: feeds[k] for k in ("audio", "past", "controls")})))}
-        out.update({k: have[k] for k in bm.outputs if k in have})
-        step_feeds = {i.name: have[i.name] for i in bm.session.get_inputs()}
-    else:
-        step_feeds = feeds
-    out.update(dict(zip(bm.step_outputs, bm.session.run(bm.step_outputs, step_feeds))))
-    return feeds, out
+        got = _run_split(bm.session, bm.cond_session, feeds)
+        return feeds, {k: got[k] for k in bm.outputs}
+    return feeds, dict(zip(bm.outputs, bm.session.run(bm.outputs, feeds)))
 
 
 def build(path: Path, group_closure: bool = False, stack_motion: bool = True) -> tuple[PackedBackbone, dict, list]:
@@ -444,7 +440,8 @@ def export(module: PackedBackbone, path: Path, meta: dict, props: list) -> Path:
         m = onnx.load(str(tmp))
     finally:
         tmp.unlink(missing_ok=True)
-    info = {k: v for k, v in meta.items() if k not in ("cond_model", "cond_outputs", "cond_sha256")}
+    from .split import SPLIT_KEYS
+    info = {k: v for k, v in meta.items() if k not in SPLIT_KEYS}
     info["packed"] = {"motion_models": module.n_motion, "motion_stacks": len(module.ms), "closure_nets": module.n_nets,
                       "closure_groups": [{"nets": g.n, "dim": g.dim, "layers": n}
                                          for g, n in zip(module.groups, module.group_layers)],

@@ -39,11 +39,13 @@ import numpy as np
 
 from emote.engine.exceptions import EmoteError, ModelFileError
 
-__all__ = ["TOLERANCE", "STEP_INPUTS", "COND_INPUTS", "cond_path_for", "plan_split", "split_backbone",
+__all__ = ["TOLERANCE", "SPLIT_KEYS", "STEP_INPUTS", "COND_INPUTS", "cond_path_for", "plan_split", "split_backbone",
            "max_abs_diff", "random_feeds"]
 
 #: largest |whole - split| accepted on any output (measured on the shipped model: 0)
 TOLERANCE = 1e-5
+#: the emote_backbone metadata keys a split adds to the step file
+SPLIT_KEYS: tuple[str, ...] = ("cond_model", "cond_outputs", "cond_sha256")
 STEP_INPUTS: tuple[str, ...] = ("x", "t")
 COND_INPUTS: tuple[str, ...] = ("audio", "past", "controls")
 _REDO = ("re-export the whole model (train_backbone) and split it with "
@@ -95,14 +97,12 @@ def plan_split(model) -> tuple[list[str], list[str], list[str], list[str]]:
 
 
 def _backbone_info(model, path: Path) -> dict:
-    for prop in model.metadata_props:
-        if prop.key == "emote_backbone":
-            info = json.loads(prop.value)
-            if "cond_model" in info:
-                raise ModelFileError(f"{path} is already split (its per-chunk part is {info['cond_model']}): "
-                                     f"split the whole graph, not a step file. {_REDO}")
-            return info
-    raise ModelFileError(f"{path} is not an emote backbone model (no emote_backbone metadata)")
+    """A whole graph's emote_backbone metadata (a split one is refused)."""
+    info = _backbone_info_any(model, path)
+    if "cond_model" in info:
+        raise ModelFileError(f"{path} is already split (its per-chunk part is {info['cond_model']}): "
+                             f"split the whole graph, not a step file. {_REDO}")
+    return info
 
 
 def _finish(part, source, info: dict | None, extra_key: str | None = None, extra: dict | None = None):
@@ -259,6 +259,11 @@ def join_split(step_path: str | os.PathLike) -> bytes:
     whole graph (serialized ModelProto): the cond graph's nodes, then the step graph's; each
     node, initializer and value_info once; the metadata without the split's keys. Splitting it again
     (under another name, say) gives the same pair of graphs."""
+    return _join(step_path)[0]
+
+
+def _join(step_path: str | os.PathLike) -> tuple[bytes, Path]:
+    """:func:`join_split`'s graph and the cond file's path."""
     from onnx import helper
     step = _load(Path(step_path))
     info = _backbone_info_any(step, Path(step_path))
@@ -291,11 +296,11 @@ def join_split(step_path: str | os.PathLike) -> bytes:
                               value_info=once(list(cond.graph.value_info) + list(step.graph.value_info)))
     whole = helper.make_model(graph, opset_imports=list(step.opset_import))
     whole.ir_version = step.ir_version
-    plain = {k: v for k, v in info.items() if k not in ("cond_model", "cond_outputs", "cond_sha256")}
+    plain = {k: v for k, v in info.items() if k not in SPLIT_KEYS}
     _finish(whole, step, plain)
     import onnx
     onnx.checker.check_model(whole)
-    return whole.SerializeToString()
+    return whole.SerializeToString(), cond_path
 
 
 def _load(path: Path):
@@ -340,9 +345,8 @@ def _join_main(a, ap) -> int:
     if not a.out:
         ap.error("--join needs --out (the whole graph's path)")
     try:
-        whole = join_split(a.model)
-        step = Path(a.model)
-        diff = max_abs_diff(whole, str(step), str(step.with_name(_backbone_info_any(_load(step), step)["cond_model"])))
+        whole, cond = _join(a.model)
+        diff = max_abs_diff(whole, str(a.model), str(cond))
     except (OSError, EmoteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

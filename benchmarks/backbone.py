@@ -7,8 +7,9 @@ ONNX Runtime on the CPU provider with ``threads`` intra-op threads (1: one core)
 whole generator per frame on real-time-shaped pushes (feature prep + sampling + bookkeeping).
 Reports median and p95 wall ms and process CPU ms per chunk, and the least of the medians of
 ``--blocks`` blocks (the step counts take turns block by block): on a shared virtual machine, whose
-timings wobble by up to 50 % from minute to minute, that is the cost on a quiet core, steady from run to
-run. Writes benchmarks/results/backbone.json. A split model (engine.training.split) runs its per-chunk
+timings wobble by up to 50 % from minute to minute, that is the cost on the quietest core time the run
+saw (steadier than the medians within a run; machine D also has slow phases of minutes in which every
+number, this one too, is about 1.5x). Writes benchmarks/results/backbone.json. A split model (engine.training.split) runs its per-chunk
 part once a chunk, inside the timed call.
 """
 from __future__ import annotations
